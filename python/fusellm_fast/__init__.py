@@ -1,0 +1,43 @@
+"""fusellm_fast: fast building blocks for knowledge fusion of LLMs.
+
+Implements the alignment side of FuseLLM (Wan et al., "Knowledge Fusion of Large
+Language Models", ICLR 2024, arXiv 2401.10491) in Rust: the minimum-edit-distance
+vocabulary map, token alignment between two tokenizations of the same text, and
+remapping of top-k distributions onto the target vocabulary. The PyTorch layer
+(``fusellm_fast.fusion``, ``fusellm_fast.teacher``, ``fusellm_fast.trainer``) needs
+the ``torch`` extra.
+
+>>> import fusellm_fast as ff
+>>> ff.edit_distance("▁the", "Ġthe")
+1
+"""
+
+from __future__ import annotations
+
+from ._core import edit_distance
+from .alignment import AlignedBatch, Aligner, AlignmentCounts, PositionStatus, align_batch
+from .errors import (
+    FuseLLMError,
+    InputTypeError,
+    InvalidInputError,
+    MarkerDetectionError,
+    VocabMapError,
+)
+from .vocab_map import VocabMap
+
+__all__ = [
+    "AlignedBatch",
+    "Aligner",
+    "AlignmentCounts",
+    "FuseLLMError",
+    "InputTypeError",
+    "InvalidInputError",
+    "MarkerDetectionError",
+    "PositionStatus",
+    "VocabMap",
+    "VocabMapError",
+    "align_batch",
+    "edit_distance",
+]
+
+__version__ = "0.1.0"

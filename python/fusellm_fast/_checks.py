@@ -1,0 +1,192 @@
+"""Argument checks and conversions shared by the public API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .errors import InputTypeError, InvalidInputError
+
+
+def check_token_strings(tokens: Any, arg: str) -> list[str]:
+    """The tokens as a new list of str, or an error naming ``arg``."""
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence) and not hasattr(tokens, "__iter__"):
+        raise InputTypeError(f"{arg}: must be a sequence of token strings, got {type(tokens).__name__}")
+    result = list(tokens)
+    for i, token in enumerate(result):
+        if not isinstance(token, str):
+            raise InputTypeError(f"{arg}: token {i} is {type(token).__name__}, not str")
+    return result
+
+
+def resolve_markers(
+    source_tokens: list[str], target_tokens: list[str], source_marker: str | None, target_marker: str | None
+) -> tuple[str, str]:
+    """Given markers checked, missing ones detected from the vocabularies."""
+    resolved = []
+    for tokens, marker, arg, tokens_arg in (
+        (source_tokens, source_marker, "source_marker", "source_tokens"),
+        (target_tokens, target_marker, "target_marker", "target_tokens"),
+    ):
+        if marker is None:
+            marker = _core.detect_space_marker(tokens, argument=tokens_arg)
+        elif not isinstance(marker, str):
+            raise InputTypeError(f"{arg}: must be a str or None, got {type(marker).__name__}")
+        elif not marker:
+            raise InvalidInputError(f"{arg}: the space marker must be a non-empty string")
+        resolved.append(marker)
+    return resolved[0], resolved[1]
+
+
+def checked_workers(workers: Any) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
+        raise InputTypeError(f"workers: must be an int, got {type(workers).__name__}")
+    if workers != -1 and workers < 1:
+        raise InvalidInputError(f"workers: must be -1 (all cores) or a positive count, got {workers}")
+    return int(workers)
+
+
+def checked_choice(value: Any, arg: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInputError(f"{arg}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _as_array(value: Any, arg: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError(f"{arg}: cannot be read as an array ({e})") from e
+
+
+def _check_integer(array: np.ndarray, arg: str) -> None:
+    if array.dtype.kind not in "iu" and not (array.dtype.kind == "f" and array.size == 0):
+        raise InputTypeError(f"{arg}: must hold integers, got dtype {array.dtype}")
+
+
+def _check_lengths(lengths: Any, batch: int, width: int, arg: str) -> np.ndarray:
+    lengths = _as_array(lengths, arg)
+    _check_integer(lengths, arg)
+    if lengths.shape != (batch,):
+        raise InvalidInputError(f"{arg}: must have shape ({batch},), got {lengths.shape}")
+    if lengths.size and (lengths.min() < 0 or lengths.max() > width):
+        raise InvalidInputError(f"{arg}: lengths must lie in [0, {width}]")
+    return lengths.astype(np.int64)
+
+
+def _is_padded(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim >= 2
+
+
+def sequences(value: Any, lengths: Any, arg: str, lengths_arg: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch of id sequences as ``(flat int64 values, starts, lengths)``.
+
+    Accepts a sequence of 1-D integer arrays or lists (ragged), or a padded 2-D
+    integer array with optional per-row lengths.
+    """
+    if _is_padded(value):
+        if value.ndim != 2:
+            raise InvalidInputError(f"{arg}: a padded batch must be 2-D, got {value.ndim}-D")
+        _check_integer(value, arg)
+        batch, width = value.shape
+        lengths = np.full(batch, width, np.int64) if lengths is None else _check_lengths(
+            lengths, batch, width, lengths_arg)
+        flat = np.ascontiguousarray(value, dtype=np.int64).reshape(-1)
+        return flat, np.arange(batch, dtype=np.int64) * width, lengths
+    if lengths is not None:
+        raise InvalidInputError(f"{lengths_arg}: only valid with a padded 2-D array for {arg}")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise InputTypeError(f"{arg}: must be a sequence of 1-D id arrays or a 2-D array, got {type(value).__name__}")
+    rows = []
+    for b, row in enumerate(value):
+        row = _as_array(row, f"{arg}[{b}]")
+        if row.ndim != 1:
+            raise InvalidInputError(f"{arg}[{b}]: must be 1-D, got shape {row.shape}")
+        _check_integer(row, f"{arg}[{b}]")
+        rows.append(row)
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    flat = np.concatenate(rows).astype(np.int64, copy=False) if rows else np.zeros(0, np.int64)
+    return np.ascontiguousarray(flat), _starts(lengths), lengths
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
+
+
+def topk_rows(
+    ids: Any, logits: Any, source_lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k ids and logits as ``(ids [rows, K], float32 logits [rows, K], starts)``.
+
+    Accepts per-text ``[n_b, K]`` arrays (ragged) or padded ``[B, N, K]`` arrays.
+    Integer ids keep their dtype when it is int32 or int64 (no copy).
+    """
+    batch = len(source_lengths)
+    if _is_padded(ids) != _is_padded(logits) and not (_is_padded(ids) and batch == 0):
+        raise InvalidInputError("source_topk_logits: must be given in the same layout as source_topk_ids "
+                                "(both padded 3-D arrays or both sequences of 2-D arrays)")
+    if _is_padded(ids):
+        logits = _as_array(logits, "source_topk_logits")
+        for arg, array in (("source_topk_ids", ids), ("source_topk_logits", logits)):
+            if array.ndim != 3:
+                raise InvalidInputError(f"{arg}: a padded batch must be 3-D [batch, positions, k], "
+                                        f"got shape {array.shape}")
+        if ids.shape != logits.shape:
+            raise InvalidInputError(f"source_topk_logits: shape {logits.shape} differs from source_topk_ids "
+                                    f"shape {ids.shape}")
+        if ids.shape[0] != batch:
+            raise InvalidInputError(f"source_topk_ids: has {ids.shape[0]} texts but source_ids has {batch}")
+        too_short = np.nonzero(source_lengths > ids.shape[1])[0]
+        if too_short.size:
+            b = int(too_short[0])
+            raise InvalidInputError(f"source_topk_ids: text {b} has {ids.shape[1]} rows but "
+                                    f"source_ids[{b}] has {int(source_lengths[b])} tokens")
+        k = ids.shape[2]
+        flat_ids = _topk_ids(ids).reshape(-1, k)
+        flat_logits = _float32(logits).reshape(-1, k)
+        return flat_ids, flat_logits, np.arange(batch, dtype=np.int64) * ids.shape[1]
+    id_rows, logit_rows = _rows(ids, "source_topk_ids"), _rows(logits, "source_topk_logits")
+    for arg, rows in (("source_topk_ids", id_rows), ("source_topk_logits", logit_rows)):
+        if len(rows) != batch:
+            raise InvalidInputError(f"{arg}: has {len(rows)} texts but source_ids has {batch}")
+    ks = {r.shape[1] for r in id_rows + logit_rows if r.ndim == 2}
+    if len(ks) > 1:
+        raise InvalidInputError(f"source_topk_ids: every text must have the same k, got {sorted(ks)}")
+    k = ks.pop() if ks else 0
+    for b, (i_row, l_row) in enumerate(zip(id_rows, logit_rows)):
+        for arg, row in (("source_topk_ids", i_row), ("source_topk_logits", l_row)):
+            if row.size == 0 and row.ndim == 1:
+                row.shape = (0, k)
+            if row.ndim != 2:
+                raise InvalidInputError(f"{arg}[{b}]: must be 2-D [positions, k], got shape {row.shape}")
+            if row.shape[0] != source_lengths[b]:
+                raise InvalidInputError(f"{arg}[{b}]: has {row.shape[0]} rows but source_ids[{b}] has "
+                                        f"{int(source_lengths[b])} tokens")
+    dtype = np.result_type(*id_rows) if id_rows else np.int64
+    flat_ids = np.concatenate(id_rows).astype(dtype, copy=False) if id_rows else np.zeros((0, k), np.int64)
+    flat_logits = np.concatenate(logit_rows) if logit_rows else np.zeros((0, k), np.float32)
+    return _topk_ids(flat_ids), _float32(flat_logits), _starts(source_lengths)
+
+
+def _rows(value: Any, arg: str) -> list[np.ndarray]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise InputTypeError(f"{arg}: must be a sequence of 2-D arrays or a 3-D array, got {type(value).__name__}")
+    # Fresh array objects: the empty-row reshape above must not touch the caller's arrays.
+    return [_as_array(row, f"{arg}[{b}]").view() for b, row in enumerate(value)]
+
+
+def _topk_ids(ids: np.ndarray) -> np.ndarray:
+    _check_integer(ids, "source_topk_ids")
+    dtype = ids.dtype if ids.dtype in (np.dtype(np.int32), np.dtype(np.int64)) else np.int64
+    return np.ascontiguousarray(ids, dtype=dtype)
+
+
+def _float32(logits: np.ndarray) -> np.ndarray:
+    if logits.dtype.kind != "f" and not (logits.dtype.kind in "iu" and logits.size == 0):
+        raise InputTypeError(f"source_topk_logits: must hold floating-point values, got dtype {logits.dtype}")
+    return np.ascontiguousarray(logits, dtype=np.float32)
