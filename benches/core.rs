@@ -1,1 +1,127 @@
-fn main() {}
+//! Criterion benchmarks of the Rust core on synthetic tokenizations: the same
+//! pseudo-random text split into pieces two ways (byte-level `Ġ` and
+//! SentencePiece `▁` conventions), as two tokenizers would. Benchmarks on real
+//! vocabularies, side by side with the reference, are in `bench_alignment.py`.
+
+use std::collections::HashMap;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fusellm_fast::edit_distance::edit_distance;
+use fusellm_fast::remap::{Aligner, BatchInput, OneHot, VocabAlign};
+use fusellm_fast::vocab_map::build_vocab_map;
+
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "is", "for", "that", "with", "return", "self", "value", "tokenizer",
+    "alignment", "distribution", "knowledge", "fusion", "model", "language", "large", "café", "naïve", "def",
+    "class", "import", "numpy", "(", ")", ":", ",", ".", "=", "0", "1", "2048", "日本", "語",
+];
+
+/// A small deterministic generator, so that runs are comparable.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % bound as u64) as usize
+    }
+}
+
+/// Splits each word of `words` into 1-3 pieces, the first carrying `marker`.
+fn tokenize(words: &[&str], marker: &str, rng: &mut Lcg, vocab: &mut HashMap<String, i64>) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for word in words {
+        let chars: Vec<char> = word.chars().collect();
+        let pieces = 1 + rng.next(3).min(chars.len() - 1);
+        let mut cuts: Vec<usize> = (0..pieces - 1).map(|_| 1 + rng.next(chars.len() - 1)).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut start = 0;
+        for (k, end) in cuts.into_iter().chain([chars.len()]).enumerate() {
+            let mut piece: String = chars[start..end].iter().collect();
+            if k == 0 {
+                piece.insert_str(0, marker);
+            }
+            let next = vocab.len() as i64;
+            ids.push(*vocab.entry(piece).or_insert(next));
+            start = end;
+        }
+    }
+    ids
+}
+
+fn vocabulary(map: HashMap<String, i64>) -> Vec<String> {
+    let mut tokens = vec![String::new(); map.len()];
+    for (s, id) in map {
+        tokens[id as usize] = s;
+    }
+    tokens
+}
+
+struct Workload {
+    aligner: Aligner,
+    target: Vec<i64>,
+    source: Vec<i64>,
+    topk_ids: Vec<i64>,
+    topk_logits: Vec<f32>,
+}
+
+fn workload(words: usize) -> Workload {
+    let mut rng = Lcg(7);
+    let text: Vec<&str> = (0..words).map(|_| WORDS[rng.next(WORDS.len())]).collect();
+    let (mut source_vocab, mut target_vocab) = (HashMap::new(), HashMap::new());
+    let source = tokenize(&text, "Ġ", &mut rng, &mut source_vocab);
+    let target = tokenize(&text, "▁", &mut rng, &mut target_vocab);
+    let source_size = source_vocab.len();
+    let topk_ids = (0..source.len() * 10).map(|_| rng.next(source_size) as i64).collect();
+    let topk_logits = (0..source.len() * 10).map(|k| (k % 10) as f32 * -0.5).collect();
+    let aligner = Aligner::new(vocabulary(source_vocab), vocabulary(target_vocab), None, None).unwrap();
+    aligner.ensure_vocab_map().unwrap();
+    Workload { aligner, target, source, topk_ids, topk_logits }
+}
+
+fn bench_edit_distance(c: &mut Criterion) {
+    c.bench_function("edit_distance/short_tokens", |b| {
+        b.iter(|| edit_distance(std::hint::black_box("Ġtokenizer"), std::hint::black_box("▁tokenize")))
+    });
+}
+
+fn bench_align(c: &mut Criterion) {
+    let mut group = c.benchmark_group("align_batch/one_text");
+    for words in [256, 1024, 4096] {
+        let w = workload(words);
+        group.throughput(Throughput::Elements(w.target.len() as u64));
+        let input = BatchInput {
+            target_ids: &w.target,
+            target_starts: &[0],
+            target_lengths: &[w.target.len()],
+            source_ids: &w.source,
+            source_starts: &[0],
+            source_lengths: &[w.source.len()],
+            topk_ids: &w.topk_ids,
+            topk_logits: &w.topk_logits,
+            topk_starts: &[0],
+            k: 10,
+        };
+        w.aligner.align_batch(&input, VocabAlign::Soft, OneHot::Next).unwrap();
+        group.bench_with_input(BenchmarkId::from_parameter(w.target.len()), &input, |b, input| {
+            b.iter(|| w.aligner.align_batch(input, VocabAlign::Soft, OneHot::Next).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn bench_vocab_map(c: &mut Criterion) {
+    let w = workload(20_000);
+    let source: Vec<String> = (0..w.aligner.source_size()).map(|k| format!("Ġ{k:x}")).collect();
+    let target: Vec<String> = (0..w.aligner.target_size()).map(|k| format!("▁{:x}", k * 7)).collect();
+    let mut group = c.benchmark_group("vocab_map");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(source.len() as u64));
+    group.bench_function(format!("{}x{}", source.len(), target.len()), |b| {
+        b.iter(|| build_vocab_map(&source, &target, "Ġ", "▁").unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_edit_distance, bench_align, bench_vocab_map);
+criterion_main!(benches);

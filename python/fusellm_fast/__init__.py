@@ -14,7 +14,6 @@ the ``torch`` extra.
 
 from __future__ import annotations
 
-from ._core import edit_distance
 from .alignment import AlignedBatch, Aligner, AlignmentCounts, PositionStatus, align_batch
 from .errors import (
     FuseLLMError,
@@ -23,7 +22,7 @@ from .errors import (
     MarkerDetectionError,
     VocabMapError,
 )
-from .vocab_map import VocabMap
+from .vocab_map import VocabMap, edit_distance
 
 __all__ = [
     "AlignedBatch",

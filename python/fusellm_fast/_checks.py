@@ -146,9 +146,9 @@ def topk_rows(
             b = int(too_short[0])
             raise InvalidInputError(f"source_topk_ids: text {b} has {ids.shape[1]} rows but "
                                     f"source_ids[{b}] has {int(source_lengths[b])} tokens")
-        k = ids.shape[2]
-        flat_ids = _topk_ids(ids).reshape(-1, k)
-        flat_logits = _float32(logits).reshape(-1, k)
+        rows, k = ids.shape[0] * ids.shape[1], ids.shape[2]
+        flat_ids = _topk_ids(ids).reshape(rows, k)
+        flat_logits = _float32(logits).reshape(rows, k)
         return flat_ids, flat_logits, np.arange(batch, dtype=np.int64) * ids.shape[1]
     id_rows, logit_rows = _rows(ids, "source_topk_ids"), _rows(logits, "source_topk_logits")
     for arg, rows in (("source_topk_ids", id_rows), ("source_topk_logits", logit_rows)):
@@ -167,7 +167,9 @@ def topk_rows(
             if row.shape[0] != source_lengths[b]:
                 raise InvalidInputError(f"{arg}[{b}]: has {row.shape[0]} rows but source_ids[{b}] has "
                                         f"{int(source_lengths[b])} tokens")
-    dtype = np.result_type(*id_rows) if id_rows else np.int64
+    # Empty rows given as plain lists read as float64: they do not decide the dtype.
+    filled = [r for r in id_rows if r.size]
+    dtype = np.result_type(*filled) if filled else np.int64
     flat_ids = np.concatenate(id_rows).astype(dtype, copy=False) if id_rows else np.zeros((0, k), np.int64)
     flat_logits = np.concatenate(logit_rows) if logit_rows else np.zeros((0, k), np.float32)
     return _topk_ids(flat_ids), _float32(flat_logits), _starts(source_lengths)

@@ -12,9 +12,24 @@ import numpy as np
 
 from . import _core
 from ._checks import check_token_strings, checked_workers, resolve_markers
-from .errors import VocabMapError
+from .errors import InputTypeError, VocabMapError
 
-__all__ = ["VocabMap", "vocabulary_fingerprint"]
+__all__ = ["VocabMap", "edit_distance", "vocabulary_fingerprint"]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (unit-cost insert, delete, substitute) over Unicode code points.
+
+    Raises:
+        InputTypeError: an argument is not a str.
+
+    >>> edit_distance("kitten", "sitting")
+    3
+    """
+    for arg, value in (("a", a), ("b", b)):
+        if not isinstance(value, str):
+            raise InputTypeError(f"{arg}: must be a str, got {type(value).__name__}")
+    return _core.edit_distance(a, b)
 
 _FORMAT_VERSION = 1
 
@@ -142,14 +157,19 @@ class VocabMap:
             VocabMapError: the file is not such a map, or is damaged.
             FileNotFoundError: there is no file at ``path``.
         """
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                fields = {name: archive[name] for name in archive.files}
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise VocabMapError(f"path: {os.fspath(path)!r} is not a readable vocabulary map ({e})") from e
-        return cls._from_fields(fields, os.fspath(path))
+        origin = os.fspath(path)
+        with open(path, "rb") as f:
+            try:
+                archive = np.load(f, allow_pickle=False)
+                if not isinstance(archive, np.lib.npyio.NpzFile):
+                    raise VocabMapError(f"path: {origin!r} holds a single array, not a vocabulary map archive")
+                with archive:
+                    fields = {name: archive[name] for name in archive.files}
+                return cls._from_fields(fields, origin)
+            except VocabMapError:
+                raise
+            except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as e:
+                raise VocabMapError(f"path: {origin!r} is not a readable vocabulary map ({e})") from e
 
     @classmethod
     def _from_fields(cls, fields: dict[str, np.ndarray], origin: str) -> VocabMap:

@@ -31,7 +31,16 @@ pub struct DtwScratch {
     row_first_col: Vec<usize>,
     row_len: Vec<usize>,
     values: Vec<u32>,
+    row_buffer: Vec<u32>,
     band: Vec<(usize, usize)>,
+}
+
+/// Lower bounds of the cost still to come: `rows_after[i]` for the rows after
+/// `i`, `cols_after[j]` for the columns after `j` (every path to the end visits
+/// each of them at least once). Zeros are always valid; tighter bounds prune more.
+pub struct RemainingCost<'a> {
+    pub rows_after: &'a [u32],
+    pub cols_after: &'a [u32],
 }
 
 impl DtwScratch {
@@ -50,50 +59,61 @@ impl DtwScratch {
         self.values.len()
     }
 
-    /// Fills rows over the columns where a value can be at most `bound`, and
-    /// within `band` when given. Returns `D[n-1][m-1]` (INF when above `bound`).
-    fn fill(&mut self, n: usize, m: usize, cost: &mut impl RowCost, bound: u32, use_band: bool) -> u32 {
+    /// Fills rows over the columns where a path through the cell can still cost
+    /// at most `bound` (its value plus the lower bound of what remains), and
+    /// within the band when `use_band`. Returns `D[n-1][m-1]` (INF when above `bound`).
+    fn fill(&mut self, cost: &mut impl RowCost, remaining: &RemainingCost<'_>, bound: u32, use_band: bool) -> u32 {
+        let (n, m) = (remaining.rows_after.len(), remaining.cols_after.len());
         self.row_start.clear();
         self.row_first_col.clear();
         self.row_len.clear();
         self.values.clear();
-        // Columns of the previous row whose values are at most `bound`.
+        // Columns of the previous row holding kept values.
         let (mut prev_ok_first, mut prev_ok_last) = (0usize, 0usize);
         for i in 0..n {
             cost.set_row(i);
             let (band_lo, band_hi) = if use_band { self.band[i] } else { (0, m - 1) };
             let first_col = if i == 0 { 0 } else { prev_ok_first.max(band_lo) };
             let start = self.values.len();
+            let (prev_first, prev) = if i == 0 {
+                (0, &[][..])
+            } else {
+                let (s, len) = (self.row_start[i - 1], self.row_len[i - 1]);
+                (self.row_first_col[i - 1], &self.values[s..s + len])
+            };
+            let above = |j: usize| j.checked_sub(prev_first).and_then(|k| prev.get(k)).copied().unwrap_or(INF);
+            let row_after = remaining.rows_after[i];
             let (mut ok_first, mut ok_last) = (usize::MAX, 0usize);
             let mut left = INF;
+            let mut row = std::mem::take(&mut self.row_buffer);
+            row.clear();
             let mut j = first_col;
             while j < m && j <= band_hi {
                 let best_pred = if i == 0 {
                     if j == 0 { 0 } else { left }
                 } else {
-                    let up = self.get(i - 1, j);
-                    let diag = if j > 0 { self.get(i - 1, j - 1) } else { INF };
-                    up.min(diag).min(left)
+                    let diag = if j > 0 { above(j - 1) } else { INF };
+                    above(j).min(diag).min(left)
                 };
-                let value = if best_pred == INF {
-                    INF
-                } else {
+                let mut value = INF;
+                if best_pred != INF {
                     let v = best_pred.saturating_add(cost.cost(j));
-                    if v > bound { INF } else { v }
-                };
-                self.values.push(value);
-                if value != INF {
-                    ok_first = ok_first.min(j);
-                    ok_last = j;
+                    if v.saturating_add(row_after.max(remaining.cols_after[j])) <= bound {
+                        value = v;
+                        ok_first = ok_first.min(j);
+                        ok_last = j;
+                    }
                 }
+                row.push(value);
                 left = value;
                 j += 1;
                 // Past the previous row's reach, only moves along this row remain.
-                let reachable_from_above = i > 0 && j <= prev_ok_last + 1;
-                if !reachable_from_above && left == INF {
+                if left == INF && !(i > 0 && j <= prev_ok_last + 1) {
                     break;
                 }
             }
+            self.values.extend_from_slice(&row);
+            self.row_buffer = row;
             self.row_start.push(start);
             self.row_first_col.push(first_col);
             self.row_len.push(self.values.len() - start);
@@ -148,12 +168,14 @@ impl DtwScratch {
 ///
 /// `source_ends` / `target_ends`: cumulative character lengths of the tokens,
 /// used only to guide the search (any values give the same, exact result).
+/// `remaining` must hold lower bounds (see [`RemainingCost`]); they only prune.
 /// Returns, for every target position `j`, the first and last source positions
 /// aligned to it (the aligned positions always form a contiguous run), or `None`
 /// for every target position when either sequence is empty.
 pub fn dtw_align(
     source_ends: &[u64],
     target_ends: &[u64],
+    remaining: &RemainingCost<'_>,
     cost: &mut impl RowCost,
     scratch: &mut DtwScratch,
 ) -> Vec<Option<(u32, u32)>> {
@@ -162,8 +184,13 @@ pub fn dtw_align(
         return vec![None; m];
     }
     scratch.set_band(source_ends, target_ends);
-    let upper_bound = scratch.fill(n, m, cost, INF - 1, true);
-    let optimum = scratch.fill(n, m, cost, upper_bound, false);
+    debug_assert_eq!((remaining.rows_after.len(), remaining.cols_after.len()), (n, m));
+    let t0 = std::time::Instant::now();
+    let upper_bound = scratch.fill(cost, remaining, INF - 1, true);
+    let t1 = std::time::Instant::now();
+    let optimum = scratch.fill(cost, remaining, upper_bound, false);
+    if std::env::var("DTW_STATS").is_ok() { eprintln!("band {:?} full {:?}", t1 - t0, t1.elapsed()); }
+    if std::env::var("DTW_STATS").is_ok() { eprintln!("n={n} m={m} ub={upper_bound} opt={optimum} cells={} dense={}", scratch.values.len(), n * m); }
     debug_assert!(optimum <= upper_bound);
 
     let mut spans: Vec<Option<(u32, u32)>> = vec![None; m];
@@ -252,15 +279,31 @@ mod tests {
         lens.iter().scan(0, |acc, l| { *acc += l; Some(*acc) }).collect()
     }
 
+    /// Admissible bounds from exact row and column minima.
+    fn suffix_minima(costs: &[Vec<u32>]) -> (Vec<u32>, Vec<u32>) {
+        let (n, m) = (costs.len(), costs[0].len());
+        let row_min: Vec<u32> = costs.iter().map(|r| *r.iter().min().unwrap()).collect();
+        let col_min: Vec<u32> = (0..m).map(|j| costs.iter().map(|r| r[j]).min().unwrap()).collect();
+        let after = |mins: &[u32]| -> Vec<u32> {
+            (0..mins.len()).map(|k| mins[k + 1..].iter().sum()).collect()
+        };
+        let (rows, cols) = (after(&row_min), after(&col_min));
+        assert_eq!((rows.len(), cols.len()), (n, m));
+        (rows, cols)
+    }
+
     proptest! {
         #[test]
         fn equals_dense(costs in (1usize..14, 1usize..14).prop_flat_map(|(n, m)|
                             proptest::collection::vec(proptest::collection::vec(0u32..4, m), n)),
-                        lens in proptest::collection::vec(1u64..4, 28)) {
+                        lens in proptest::collection::vec(1u64..4, 28),
+                        use_bounds in any::<bool>()) {
             let (n, m) = (costs.len(), costs[0].len());
+            let (rows, cols) = if use_bounds { suffix_minima(&costs) } else { (vec![0; n], vec![0; m]) };
+            let remaining = RemainingCost { rows_after: &rows, cols_after: &cols };
             let mut scratch = DtwScratch::default();
             let mut cost = TableCost { costs: &costs, row: 0 };
-            let got = dtw_align(&ends(&lens[..n]), &ends(&lens[14..14 + m]), &mut cost, &mut scratch);
+            let got = dtw_align(&ends(&lens[..n]), &ends(&lens[14..14 + m]), &remaining, &mut cost, &mut scratch);
             prop_assert_eq!(got, dense(&costs));
         }
     }
@@ -270,6 +313,7 @@ mod tests {
         let mut scratch = DtwScratch::default();
         let costs: Vec<Vec<u32>> = vec![];
         let mut cost = TableCost { costs: &costs, row: 0 };
-        assert_eq!(dtw_align(&[], &[1, 2], &mut cost, &mut scratch), vec![None, None]);
+        let remaining = RemainingCost { rows_after: &[], cols_after: &[0, 0] };
+        assert_eq!(dtw_align(&[], &[1, 2], &remaining, &mut cost, &mut scratch), vec![None, None]);
     }
 }

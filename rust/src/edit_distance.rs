@@ -22,6 +22,11 @@ impl PatternTable {
         PatternTable { masks: vec![0; alphabet_size], pattern: Vec::new() }
     }
 
+    /// Number of symbols the table covers.
+    pub fn alphabet_size(&self) -> usize {
+        self.masks.len()
+    }
+
     /// Makes `pattern` the current pattern. Returns false (leaving no pattern)
     /// when it is longer than 64 symbols.
     pub fn set(&mut self, pattern: &[u32]) -> bool {
@@ -42,7 +47,25 @@ impl PatternTable {
     /// Distance between the current pattern and `text`.
     #[inline]
     pub fn distance(&self, text: &[u32]) -> u32 {
-        self.bounded_distance(text, u32::MAX).unwrap_or(u32::MAX)
+        let m = self.pattern.len();
+        if m == 0 {
+            return text.len() as u32;
+        }
+        let last = 1u64 << (m - 1);
+        let mut vp: u64 = if m == 64 { !0 } else { (1u64 << m) - 1 };
+        let mut vn: u64 = 0;
+        let mut dist = m as u32;
+        for &s in text {
+            let x = self.masks[s as usize] | vn;
+            let d0 = ((x & vp).wrapping_add(vp) ^ vp) | x;
+            let hp = vn | !(d0 | vp);
+            let hn = d0 & vp;
+            dist = dist + u32::from(hp & last != 0) - u32::from(hn & last != 0);
+            let hp = (hp << 1) | 1;
+            vp = (hn << 1) | !(d0 | hp);
+            vn = hp & d0;
+        }
+        dist
     }
 
     /// Distance between the current pattern and `text`, or `None` as soon as it is

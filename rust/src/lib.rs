@@ -9,6 +9,7 @@ pub mod edit_distance;
 pub mod error;
 pub mod parallel;
 pub mod remap;
+pub mod token_cost;
 pub mod vocab;
 pub mod vocab_map;
 

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use crate::align::{dtw_align, DtwScratch, RowCost};
-use crate::edit_distance::{dp_distance, PatternTable};
+use crate::align::{dtw_align, DtwScratch, RemainingCost};
+use crate::token_cost::{StrippedVocab, TextCosts};
 use crate::error::{Error, Result};
 use crate::vocab::{check_marker, detect_marker, first_occurrences, Alphabet, SymbolTable, BYTE_LEVEL_MARKER};
 use crate::vocab_map::{build_vocab_map, VocabMap};
@@ -61,6 +61,7 @@ pub struct Aligner {
     target_stripped: SymbolTable,
     source_stripped_class: Vec<u32>,
     target_stripped_class: Vec<u32>,
+    stripped_classes: usize,
     alphabet_size: usize,
     vocab_map: OnceLock<VocabMap>,
     /// Marker-swapped source string -> a source id with that string; only needed
@@ -166,6 +167,7 @@ impl Aligner {
             }
         }
         let [source_stripped_class, target_stripped_class] = stripped_classes;
+        let stripped_classes = classes.len();
         let mut alphabet = Alphabet::default();
         let source_stripped = SymbolTable::encode(&source_plain, &mut alphabet);
         let target_stripped = SymbolTable::encode(&target_plain, &mut alphabet);
@@ -181,6 +183,7 @@ impl Aligner {
             target_stripped,
             source_stripped_class,
             target_stripped_class,
+            stripped_classes,
             alphabet_size: alphabet.len(),
             vocab_map: OnceLock::new(),
             swapped_lookup: OnceLock::new(),
@@ -225,6 +228,17 @@ impl Aligner {
         }
         let map = build_vocab_map(&self.source_tokens, &self.target_tokens, &self.source_marker, &self.target_marker)?;
         Ok(self.vocab_map.get_or_init(|| map))
+    }
+
+    fn stripped_vocab(&self) -> StrippedVocab<'_> {
+        StrippedVocab {
+            source: &self.source_stripped,
+            target: &self.target_stripped,
+            source_class: &self.source_stripped_class,
+            target_class: &self.target_stripped_class,
+            classes: self.stripped_classes,
+            alphabet: self.alphabet_size,
+        }
     }
 
     fn swapped_lookup(&self) -> &HashMap<String, u32> {
@@ -281,43 +295,21 @@ fn check_vocab_map(map: &VocabMap, source_size: usize, target_size: usize) -> Re
     Ok(())
 }
 
+fn split_per_text<T>(buffer: &mut [T], stride: usize, batch: usize) -> Vec<&mut [T]> {
+    if stride == 0 {
+        (0..batch).map(|_| <&mut [T]>::default()).collect()
+    } else {
+        buffer.chunks_mut(stride).collect()
+    }
+}
+
 /// Per-thread scratch space.
+#[derive(Default)]
 struct Scratch {
-    table: PatternTable,
+    costs: TextCosts,
     dtw: DtwScratch,
     source: Vec<usize>,
     target: Vec<usize>,
-    source_ends: Vec<u64>,
-    target_ends: Vec<u64>,
-}
-
-struct TokenCost<'a> {
-    aligner: &'a Aligner,
-    source: &'a [usize],
-    target: &'a [usize],
-    table: &'a mut PatternTable,
-    row: usize,
-    row_fits: bool,
-}
-
-impl RowCost for TokenCost<'_> {
-    fn set_row(&mut self, i: usize) {
-        self.row = self.source[i];
-        self.row_fits = self.table.set(self.aligner.source_stripped.get(self.row));
-    }
-
-    #[inline]
-    fn cost(&mut self, j: usize) -> u32 {
-        let a = self.aligner;
-        let t = self.target[j];
-        if a.source_stripped_class[self.row] == a.target_stripped_class[t] {
-            0
-        } else if self.row_fits {
-            self.table.distance(a.target_stripped.get(t))
-        } else {
-            dp_distance(a.source_stripped.get(self.row), a.target_stripped.get(t))
-        }
-    }
 }
 
 fn read_ids<S: Copy + Into<i64>>(
@@ -387,26 +379,15 @@ impl Aligner {
             }
         }
 
-        let plain_ends = |ids: &[usize], table: &SymbolTable, ends: &mut Vec<u64>| {
-            ends.clear();
-            let mut total = 0u64;
-            ends.extend(ids.iter().map(|&t| {
-                total += table.get(t).len() as u64;
-                total
-            }));
-        };
-        plain_ends(&scratch.source, &self.source_stripped, &mut scratch.source_ends);
-        plain_ends(&scratch.target, &self.target_stripped, &mut scratch.target_ends);
+        scratch.costs.load(&self.stripped_vocab(), &scratch.source, &scratch.target);
         let spans = {
-            let mut cost = TokenCost {
-                aligner: self,
-                source: &scratch.source,
-                target: &scratch.target,
-                table: &mut scratch.table,
-                row: 0,
-                row_fits: false,
-            };
-            dtw_align(&scratch.source_ends, &scratch.target_ends, &mut cost, &mut scratch.dtw)
+            let c = &mut scratch.costs;
+            let (source_ends, target_ends) = (std::mem::take(&mut c.source_ends), std::mem::take(&mut c.target_ends));
+            let (rows_after, cols_after) = (std::mem::take(&mut c.rows_after), std::mem::take(&mut c.cols_after));
+            let remaining = RemainingCost { rows_after: &rows_after, cols_after: &cols_after };
+            let spans = dtw_align(&source_ends, &target_ends, &remaining, &mut c.costs(), &mut scratch.dtw);
+            (c.source_ends, c.target_ends, c.rows_after, c.cols_after) = (source_ends, target_ends, rows_after, cols_after);
+            spans
         };
 
         let mut counts = AlignCounts { positions: tl as u64, ..AlignCounts::default() };
@@ -525,32 +506,101 @@ impl Aligner {
         let mut ids = vec![-1i32; batch * max_length * k_out];
         let mut logits = vec![0f32; batch * max_length * k_out];
         let mut status = vec![status::PADDING; batch * max_length];
-        let text_stride = (max_length * k_out).max(1);
-        let results: Vec<Result<AlignCounts>> = ids
-            .par_chunks_mut(text_stride)
-            .zip(logits.par_chunks_mut(text_stride))
-            .zip(status.par_chunks_mut(max_length.max(1)))
+        // One output slice per text, also when every text is empty, so that
+        // every text's input is still checked.
+        let text_stride = max_length * k_out;
+        let id_chunks: Vec<&mut [i32]> = split_per_text(&mut ids, text_stride, batch);
+        let logit_chunks: Vec<&mut [f32]> = split_per_text(&mut logits, text_stride, batch);
+        let status_chunks: Vec<&mut [i8]> = split_per_text(&mut status, max_length, batch);
+        let results: Vec<Result<AlignCounts>> = id_chunks
+            .into_par_iter()
+            .zip(logit_chunks)
+            .zip(status_chunks)
             .enumerate()
-            .take(batch)
-            .map_init(
-                || Scratch {
-                    table: PatternTable::new(self.alphabet_size),
-                    dtw: DtwScratch::default(),
-                    source: Vec::new(),
-                    target: Vec::new(),
-                    source_ends: Vec::new(),
-                    target_ends: Vec::new(),
-                },
-                |scratch, (b, ((ids, logits), status))| {
-                    let out = TextOutput { ids, logits, status };
-                    self.align_text(b, input, vocab_align, onehot, map, scratch, out, k_out)
-                },
-            )
+            .map_init(Scratch::default, |scratch, (b, ((ids, logits), status))| {
+                let out = TextOutput { ids, logits, status };
+                self.align_text(b, input, vocab_align, onehot, map, scratch, out, k_out)
+            })
             .collect();
         let mut counts = AlignCounts::default();
         for r in results {
             counts.add(&r?);
         }
         Ok(AlignedOutput { ids, logits, status, batch, max_length, k_out, counts })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// One text: target `▁the ▁cat` (ids 0, 1), source `Ġthe Ġc at` (ids 0, 2, 3).
+    fn run(vocab_align: VocabAlign, onehot: OneHot) -> AlignedOutput {
+        let aligner = Aligner::new(
+            strings(&["Ġthe", "Ġcat", "Ġc", "at"]),
+            strings(&["▁the", "▁cat", "▁dog"]),
+            None,
+            None,
+        )
+        .unwrap();
+        let topk_ids: [i64; 6] = [1, 0, 3, -1, 0, 1];
+        let topk_logits = [2.0, 1.0, 0.5, f32::NAN, 0.25, 0.125];
+        let input = BatchInput {
+            target_ids: &[0i64, 1],
+            target_starts: &[0],
+            target_lengths: &[2],
+            source_ids: &[0i64, 2, 3],
+            source_starts: &[0],
+            source_lengths: &[3],
+            topk_ids: &topk_ids,
+            topk_logits: &topk_logits,
+            topk_starts: &[0],
+            k: 2,
+        };
+        aligner.align_batch(&input, vocab_align, onehot).unwrap()
+    }
+
+    #[test]
+    fn matched_position_and_one_hot_stand_ins() {
+        // DTW pairs ▁the with Ġthe alone (matched); ▁cat gets both Ġc and at, so
+        // it takes a stand-in: itself ("current") or nothing, being last ("next").
+        let out = run(VocabAlign::Hard, OneHot::Current);
+        assert_eq!(out.ids, vec![1, 0, 1, -1]);
+        assert_eq!(out.logits[..3], [2.0, 1.0, 1.0]);
+        assert_eq!(out.status, vec![status::MATCHED, status::ONEHOT]);
+        let out = run(VocabAlign::Hard, OneHot::Next);
+        assert_eq!(out.ids, vec![1, 0, -1, -1]);
+        assert_eq!(out.status, vec![status::MATCHED, status::EMPTY]);
+        assert_eq!(out.counts, AlignCounts { positions: 2, matched: 1, onehot: 0, empty: 1, dropped_candidates: 0 });
+    }
+
+    #[test]
+    fn soft_mode_maps_every_candidate() {
+        let out = run(VocabAlign::Soft, OneHot::Next);
+        assert_eq!(out.ids[..2], [1, 0]);
+        assert_eq!(out.status[0], status::MATCHED);
+    }
+
+    #[test]
+    fn out_of_range_ids_name_the_argument() {
+        let aligner = Aligner::new(strings(&["Ġa"]), strings(&["▁a"]), None, None).unwrap();
+        let input = BatchInput {
+            target_ids: &[0i64, 5],
+            target_starts: &[0],
+            target_lengths: &[2],
+            source_ids: &[0i64],
+            source_starts: &[0],
+            source_lengths: &[1],
+            topk_ids: &[0i64],
+            topk_logits: &[0.0],
+            topk_starts: &[0],
+            k: 1,
+        };
+        let err = aligner.align_batch(&input, VocabAlign::Hard, OneHot::Next).unwrap_err();
+        assert_eq!(err.to_string(), "target_ids: text 0, position 1: id 5 is outside the vocabulary (size 1)");
     }
 }

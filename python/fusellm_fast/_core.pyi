@@ -1,0 +1,91 @@
+"""Type stub of the compiled extension ``fusellm_fast._core`` (rust/src/py/mod.rs).
+
+Arrays are borrowed without conversion, so array arguments must already have the
+stated dtype and number of dimensions; the public API in ``fusellm_fast`` converts
+and checks its inputs before calling in here.
+"""
+
+from collections.abc import Sequence
+from typing import Final, Literal, TypeAlias, final
+
+import numpy as np
+from numpy.typing import NDArray
+
+_MapArrays: TypeAlias = tuple[NDArray[np.int32], NDArray[np.int32]]
+
+STATUS_PADDING: Final = -1
+STATUS_EMPTY: Final = 0
+STATUS_MATCHED: Final = 1
+STATUS_ONEHOT: Final = 2
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings over Unicode code points."""
+
+def detect_space_marker(tokens: Sequence[str], *, argument: str = "tokens") -> Literal["\u2581", "\u0120"]:
+    """The space marker of a vocabulary (``▁`` or ``Ġ``).
+
+    ``argument`` names the vocabulary in the error raised when no marker can be told
+    (``"source_tokens"``, ``"target_tokens"``; anything else reads ``"tokens"``).
+    """
+
+def build_vocab_map(
+    source_tokens: Sequence[str],
+    target_tokens: Sequence[str],
+    source_marker: str,
+    target_marker: str,
+    *,
+    workers: int = -1,
+) -> _MapArrays:
+    """MinED map between two vocabularies: ``(target_ids, distances)``, both int32 ``[len(source_tokens)]``."""
+
+@final
+class Aligner:
+    """Both vocabularies prepared for alignment; immutable and safe to share between threads."""
+
+    def __new__(
+        cls,
+        source_tokens: Sequence[str],
+        target_tokens: Sequence[str],
+        source_marker: str | None = None,
+        target_marker: str | None = None,
+    ) -> Aligner: ...
+    @property
+    def source_marker(self) -> str: ...
+    @property
+    def target_marker(self) -> str: ...
+    @property
+    def source_size(self) -> int: ...
+    @property
+    def target_size(self) -> int: ...
+    def vocab_map(self) -> _MapArrays | None:
+        """``(target_ids, distances)`` of the MinED map, or None before it is built."""
+
+    def set_vocab_map(self, target_ids: NDArray[np.int32], distances: NDArray[np.int32]) -> None:
+        """Uses a MinED map built elsewhere; raises ``VocabMapError`` if it does not fit the vocabularies."""
+
+    def ensure_vocab_map(self, *, workers: int = -1) -> _MapArrays:
+        """Builds the MinED map unless present and returns it."""
+
+    def align(
+        self,
+        target_ids: NDArray[np.int64],
+        target_starts: NDArray[np.int64],
+        target_lengths: NDArray[np.int64],
+        source_ids: NDArray[np.int64],
+        source_starts: NDArray[np.int64],
+        source_lengths: NDArray[np.int64],
+        topk_ids: NDArray[np.int32] | NDArray[np.int64],
+        topk_logits: NDArray[np.float32],
+        topk_starts: NDArray[np.int64],
+        *,
+        vocab_align: Literal["soft", "hard"],
+        onehot: Literal["next", "current"],
+        workers: int,
+    ) -> tuple[NDArray[np.int32], NDArray[np.float32], NDArray[np.int8], dict[str, int]]:
+        """Aligns a batch given as flat 1-D id buffers plus per-text starts and lengths.
+
+        ``topk_ids`` and ``topk_logits`` are C-contiguous ``[rows, K]``. Returns ids
+        ``[B, max target length, max(K, 1)]``, logits of the same shape, the status of
+        every position ``[B, max target length]`` and the counts (``positions``,
+        ``matched``, ``onehot``, ``empty``, ``dropped_candidates``).
+        """
