@@ -185,12 +185,8 @@ pub fn dtw_align(
     }
     scratch.set_band(source_ends, target_ends);
     debug_assert_eq!((remaining.rows_after.len(), remaining.cols_after.len()), (n, m));
-    let t0 = std::time::Instant::now();
     let upper_bound = scratch.fill(cost, remaining, INF - 1, true);
-    let t1 = std::time::Instant::now();
     let optimum = scratch.fill(cost, remaining, upper_bound, false);
-    if std::env::var("DTW_STATS").is_ok() { eprintln!("band {:?} full {:?}", t1 - t0, t1.elapsed()); }
-    if std::env::var("DTW_STATS").is_ok() { eprintln!("n={n} m={m} ub={upper_bound} opt={optimum} cells={} dense={}", scratch.values.len(), n * m); }
     debug_assert!(optimum <= upper_bound);
 
     let mut spans: Vec<Option<(u32, u32)>> = vec![None; m];

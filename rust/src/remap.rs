@@ -10,7 +10,9 @@ use rayon::prelude::*;
 use crate::align::{dtw_align, DtwScratch, RemainingCost};
 use crate::token_cost::{StrippedVocab, TextCosts};
 use crate::error::{Error, Result};
-use crate::vocab::{check_marker, detect_marker, first_occurrences, Alphabet, SymbolTable, BYTE_LEVEL_MARKER};
+use crate::vocab::{
+    check_marker, detect_marker, first_occurrences, text_length, Alphabet, SymbolTable, BYTE_LEVEL_MARKER,
+};
 use crate::vocab_map::{build_vocab_map, VocabMap};
 
 /// How a matched position's candidate tokens reach the target vocabulary.
@@ -63,6 +65,8 @@ pub struct Aligner {
     target_stripped_class: Vec<u32>,
     stripped_classes: usize,
     alphabet_size: usize,
+    source_text_len: Vec<u32>,
+    target_text_len: Vec<u32>,
     vocab_map: OnceLock<VocabMap>,
     /// Marker-swapped source string -> a source id with that string; only needed
     /// for the first-token quirk of byte-level sources.
@@ -172,6 +176,8 @@ impl Aligner {
         let source_stripped = SymbolTable::encode(&source_plain, &mut alphabet);
         let target_stripped = SymbolTable::encode(&target_plain, &mut alphabet);
 
+        let source_text_len = source_tokens.iter().map(|t| text_length(t, &source_marker)).collect();
+        let target_text_len = target_tokens.iter().map(|t| text_length(t, &target_marker)).collect();
         Ok(Aligner {
             source_tokens,
             target_tokens,
@@ -185,6 +191,8 @@ impl Aligner {
             target_stripped_class,
             stripped_classes,
             alphabet_size: alphabet.len(),
+            source_text_len,
+            target_text_len,
             vocab_map: OnceLock::new(),
             swapped_lookup: OnceLock::new(),
         })
@@ -234,6 +242,8 @@ impl Aligner {
         StrippedVocab {
             source: &self.source_stripped,
             target: &self.target_stripped,
+            source_text_len: &self.source_text_len,
+            target_text_len: &self.target_text_len,
             source_class: &self.source_stripped_class,
             target_class: &self.target_stripped_class,
             classes: self.stripped_classes,

@@ -8,9 +8,11 @@
 //! matrix (tokens repeat: a 2048-token text has a few hundred distinct strings
 //! per side), so most cells cost one load; the matrix is skipped when the text
 //! has too many distinct strings for it to stay small.
-//! The text-local classes also give cheap lower bounds of the cost still to come
-//! for [`crate::align::RemainingCost`]: a source token whose string occurs
-//! nowhere among the target tokens costs at least 1 wherever it is aligned.
+//! The text-local classes also give lower bounds of the cost still to come for
+//! [`crate::align::RemainingCost`]: a source token whose string occurs nowhere
+//! among the target tokens costs at least its distance to the nearest of them
+//! wherever it is aligned (a byte-fallback `<0x0A>` against a byte-level `Ċ`
+//! costs 6 on every newline, and the bound sees most of it).
 
 use crate::align::RowCost;
 use crate::edit_distance::{dp_distance, PatternTable};
@@ -25,6 +27,9 @@ const MAX_CACHE_ENTRIES: usize = 1 << 22;
 pub struct StrippedVocab<'a> {
     pub source: &'a SymbolTable,
     pub target: &'a SymbolTable,
+    /// Bytes of text each token stands for, to guide the search.
+    pub source_text_len: &'a [u32],
+    pub target_text_len: &'a [u32],
     pub source_class: &'a [u32],
     pub target_class: &'a [u32],
     pub classes: usize,
@@ -55,6 +60,7 @@ pub struct TextCosts {
     pub target_ends: Vec<u64>,
     pub rows_after: Vec<u32>,
     pub cols_after: Vec<u32>,
+    min_cost: Vec<u32>,
     table: Option<PatternTable>,
 }
 
@@ -76,7 +82,7 @@ impl TextCosts {
         self.target_slot.clear();
         let (mut source_slots, mut target_slots) = (0u32, 0u32);
 
-        let mut classes_of = |ids: &[usize], global: &[u32], table: &SymbolTable, from_source: bool,
+        let mut classes_of = |ids: &[usize], global: &[u32], table: &SymbolTable, text_len: &[u32], from_source: bool,
                               out: &mut Vec<u32>, slots: &mut Vec<u32>, ends: &mut Vec<u64>| {
             out.clear();
             slots.clear();
@@ -113,7 +119,7 @@ impl TextCosts {
                 }
                 out.push(local as u32);
                 slots.push(*slot);
-                end += table.get(id).len() as u64;
+                end += u64::from(text_len[id]);
                 ends.push(end);
             }
         };
@@ -121,8 +127,10 @@ impl TextCosts {
         let (mut row_slots, mut col_slots) = (std::mem::take(&mut self.row_slot), std::mem::take(&mut self.col_slot));
         let (mut source_ends, mut target_ends) =
             (std::mem::take(&mut self.source_ends), std::mem::take(&mut self.target_ends));
-        classes_of(source, vocab.source_class, vocab.source, true, &mut rows, &mut row_slots, &mut source_ends);
-        classes_of(target, vocab.target_class, vocab.target, false, &mut cols, &mut col_slots, &mut target_ends);
+        classes_of(source, vocab.source_class, vocab.source, vocab.source_text_len, true, &mut rows, &mut row_slots,
+                   &mut source_ends);
+        classes_of(target, vocab.target_class, vocab.target, vocab.target_text_len, false, &mut cols, &mut col_slots,
+                   &mut target_ends);
         (self.row_slot, self.col_slot) = (row_slots, col_slots);
         let entries = source_slots as usize * target_slots as usize;
         self.cache.clear();
@@ -130,19 +138,6 @@ impl TextCosts {
             self.cache.resize(entries, NOT_CACHED);
         }
         self.cache_width = target_slots as usize;
-
-        // A string absent from the other side costs at least 1 wherever aligned.
-        let suffix = |classes: &[u32], present_elsewhere: &[bool], out: &mut Vec<u32>| {
-            out.clear();
-            out.resize(classes.len(), 0);
-            let mut total = 0u32;
-            for k in (0..classes.len()).rev() {
-                out[k] = total;
-                total += u32::from(!present_elsewhere[classes[k] as usize]);
-            }
-        };
-        suffix(&rows, &self.in_target, &mut self.rows_after);
-        suffix(&cols, &self.in_source, &mut self.cols_after);
 
         for &g in &self.touched_classes {
             self.local_class[g as usize] = UNSET;
@@ -153,10 +148,55 @@ impl TextCosts {
             self.local_symbol[s as usize] = UNSET;
         }
         self.touched_symbols.clear();
-        match &mut self.table {
-            Some(table) if table.alphabet_size() >= alphabet => {}
-            table => *table = Some(PatternTable::new(alphabet.max(256))),
+        let table = match &mut self.table {
+            Some(table) if table.alphabet_size() >= alphabet => table,
+            slot => slot.insert(PatternTable::new(alphabet.max(256))),
+        };
+
+        // A cell costs at least the distance from its source string to the
+        // nearest string on the target side (0 when the string occurs there),
+        // and likewise for its target string.
+        let classes = self.in_source.len();
+        let symbols = |c: u32| &self.class_symbols[self.class_offsets[c as usize]..self.class_offsets[c as usize + 1]];
+        let sources: Vec<u32> = (0..classes as u32).filter(|&c| self.in_source[c as usize]).collect();
+        let targets: Vec<u32> = (0..classes as u32).filter(|&c| self.in_target[c as usize]).collect();
+        let absent_sources = sources.iter().filter(|&&c| !self.in_target[c as usize]).count();
+        let absent_targets = targets.iter().filter(|&&c| !self.in_source[c as usize]).count();
+        let exact = absent_sources * targets.len() + absent_targets * sources.len() <= rows.len() * cols.len() / 8;
+        self.min_cost.clear();
+        self.min_cost.resize(classes, 0);
+        for c in 0..classes as u32 {
+            let (source_side, target_side) = (self.in_source[c as usize], self.in_target[c as usize]);
+            if source_side == target_side {
+                continue; // on both sides: some cell costs 0
+            }
+            let others = if source_side { &targets } else { &sources };
+            self.min_cost[c as usize] = if exact && table.set(symbols(c)) {
+                let mut best = u32::MAX;
+                for &o in others {
+                    if let Some(d) = table.bounded_distance(symbols(o), best - 1) {
+                        best = d;
+                        if best <= 1 {
+                            break;
+                        }
+                    }
+                }
+                best.clamp(1, u32::MAX - 1)
+            } else {
+                1
+            };
         }
+        let suffix = |classes: &[u32], min_cost: &[u32], out: &mut Vec<u32>| {
+            out.clear();
+            out.resize(classes.len(), 0);
+            let mut total = 0u32;
+            for k in (0..classes.len()).rev() {
+                out[k] = total;
+                total = total.saturating_add(min_cost[classes[k] as usize]);
+            }
+        };
+        suffix(&rows, &self.min_cost, &mut self.rows_after);
+        suffix(&cols, &self.min_cost, &mut self.cols_after);
         (self.row_class, self.col_class, self.source_ends, self.target_ends) = (rows, cols, source_ends, target_ends);
     }
 

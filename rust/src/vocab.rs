@@ -31,6 +31,23 @@ pub fn detect_marker(tokens: &[String], arg: &'static str) -> Result<&'static st
     }
 }
 
+/// How many bytes of text a token stands for, as far as its string tells: a
+/// byte-fallback token `<0xNN>` is one byte, a byte-level vocabulary spells
+/// every byte as one character, otherwise characters count in UTF-8 with the
+/// space marker as one byte. Only used to guide the alignment search, so an
+/// estimate is enough.
+pub fn text_length(token: &str, marker: &str) -> u32 {
+    let b = token.as_bytes();
+    if b.len() == 6 && b.starts_with(b"<0x") && b[5] == b'>' && b[3..5].iter().all(u8::is_ascii_hexdigit) {
+        return 1;
+    }
+    if marker == BYTE_LEVEL_MARKER {
+        return token.chars().count() as u32;
+    }
+    let markers = token.matches(marker).count();
+    (token.len() - markers * marker.len() + markers) as u32
+}
+
 /// Checks a marker given by the caller.
 pub fn check_marker(marker: &str, arg: &'static str) -> Result<()> {
     if marker.is_empty() {
@@ -121,6 +138,13 @@ mod tests {
         assert_eq!(detect_marker(&strings(&["Ġthe", "a", "Ġ"]), "t").unwrap(), BYTE_LEVEL_MARKER);
         let err = detect_marker(&strings(&["the", "cat"]), "source_tokens").unwrap_err();
         assert!(err.to_string().starts_with("source_tokens: cannot detect"));
+    }
+
+    #[test]
+    fn text_lengths() {
+        assert_eq!(text_length("<0x0A>", SENTENCEPIECE_MARKER), 1);
+        assert_eq!(text_length("▁café", SENTENCEPIECE_MARKER), 6);
+        assert_eq!(text_length("ĠcafÃ©", BYTE_LEVEL_MARKER), 6);
     }
 
     #[test]
