@@ -24,11 +24,57 @@ pub struct VocabMap {
     pub distances: Vec<i32>,
 }
 
+/// The signature bit of a symbol.
+#[inline]
+fn bucket(symbol: u32) -> u32 {
+    symbol.wrapping_mul(0x9E37_79B9) >> 26
+}
+
 /// A 64-bit set of hashed symbols: a bit set in one string's signature and not in
 /// the other's stands for a character that needs an edit.
 #[inline]
 fn signature(symbols: &[u32]) -> u64 {
-    symbols.iter().fold(0u64, |sig, &s| sig | 1u64 << (s.wrapping_mul(0x9E37_79B9) >> 26))
+    symbols.iter().fold(0u64, |sig, &s| sig | 1u64 << bucket(s))
+}
+
+/// The string being mapped, with what the lower bounds need.
+struct Query<'a> {
+    symbols: &'a [u32],
+    signature: u64,
+    /// Occurrences per signature bit: an upper bound of how many of its symbols
+    /// can match a string with that bit set.
+    counts: [u8; 64],
+}
+
+impl<'a> Query<'a> {
+    fn new(symbols: &'a [u32]) -> Self {
+        let mut counts = [0u8; 64];
+        for &s in symbols {
+            let c = &mut counts[bucket(s) as usize];
+            *c = c.saturating_add(1);
+        }
+        Query { symbols, signature: signature(symbols), counts }
+    }
+
+    /// Whether a string of `len` symbols with signature `sig` can beat `best`
+    /// (at `id`), by lower bounds of its distance: characters present in one
+    /// string only need an edit each, and an alignment has at most as many
+    /// matches as the strings share symbols.
+    #[inline]
+    fn may_beat(&self, best: &Best, id: u32, length_gap: u32, len: usize, sig: u64) -> bool {
+        let only_one_side = (sig & !self.signature).count_ones().max((self.signature & !sig).count_ones());
+        if !best.beaten_by(length_gap.max(only_one_side), id) {
+            return false;
+        }
+        let mut shared = sig & self.signature;
+        let mut matches = 0u32;
+        while shared != 0 {
+            matches += u32::from(self.counts[shared.trailing_zeros() as usize]);
+            shared &= shared - 1;
+        }
+        let longest = self.symbols.len().max(len) as u32;
+        best.beaten_by(longest.saturating_sub(matches.min(len as u32)), id)
+    }
 }
 
 /// Target strings of one length, in increasing id order.
@@ -56,17 +102,90 @@ impl Best {
     }
 }
 
+/// Hash of a symbol sequence with the symbol at `skip` left out (`None`: none).
+#[inline]
+fn hash_without(symbols: &[u32], skip: Option<usize>) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for (k, &s) in symbols.iter().enumerate() {
+        if Some(k) != skip {
+            h = (h ^ u64::from(s)).wrapping_mul(0x0000_0100_0000_01B3).rotate_left(5);
+        }
+    }
+    h
+}
+
+/// Every target string at distance exactly 1 from a query, found through
+/// one-deletion variants (a string at distance 1 differs by one insertion,
+/// deletion or substitution, so one deletion on one or both sides makes the
+/// strings equal). Keys are hashes, so every hit is verified.
+struct DeletionIndex {
+    /// (hash of the whole string, id).
+    whole: Vec<(u64, u32)>,
+    /// (hash of the string without one symbol, id, position of that symbol).
+    deleted: Vec<(u64, u32, u32)>,
+}
+
+impl DeletionIndex {
+    fn new(symbols: &SymbolTable, ids: impl Iterator<Item = u32>) -> Self {
+        let (mut whole, mut deleted) = (Vec::new(), Vec::new());
+        for id in ids {
+            let t = symbols.get(id as usize);
+            whole.push((hash_without(t, None), id));
+            deleted.extend((0..t.len()).map(|k| (hash_without(t, Some(k)), id, k as u32)));
+        }
+        whole.sort_unstable();
+        deleted.sort_unstable();
+        DeletionIndex { whole, deleted }
+    }
+
+    /// Ids whose whole-string hash is `h`.
+    fn whole_matching(&self, h: u64) -> impl Iterator<Item = u32> + '_ {
+        let start = self.whole.partition_point(|e| e.0 < h);
+        self.whole[start..].iter().take_while(move |e| e.0 == h).map(|e| e.1)
+    }
+
+    /// (id, position) of deletion variants whose hash is `h`.
+    fn deleted_matching(&self, h: u64) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let start = self.deleted.partition_point(|e| e.0 < h);
+        self.deleted[start..].iter().take_while(move |e| e.0 == h).map(|e| (e.1, e.2))
+    }
+
+    /// The lowest id at distance exactly 1 from `query` (which is no target string).
+    fn nearest_at_one(&self, query: &[u32], symbols: &SymbolTable, table: &PatternTable) -> Option<u32> {
+        let mut best: Option<u32> = None;
+        let mut consider = |id: u32| {
+            if best.is_none_or(|b| id < b) && table.bounded_distance(symbols.get(id as usize), 1).is_some() {
+                best = Some(id);
+            }
+        };
+        // The target has one more symbol.
+        for (id, _) in self.deleted_matching(hash_without(query, None)) {
+            consider(id);
+        }
+        for k in 0..query.len() {
+            let h = hash_without(query, Some(k));
+            // The target has one symbol less.
+            self.whole_matching(h).for_each(&mut consider);
+            // One symbol differs, at the same position.
+            for (id, pos) in self.deleted_matching(h) {
+                if pos as usize == k {
+                    consider(id);
+                }
+            }
+        }
+        best
+    }
+}
+
 impl TargetIndex<'_> {
-    fn scan(&self, bucket: &LengthBucket, length_gap: u32, source: &[u32], signature: u64,
+    fn scan(&self, bucket: &LengthBucket, bucket_len: usize, length_gap: u32, query: &Query<'_>,
             table: &PatternTable, best: &mut Best) {
+        let source = query.symbols;
         for (&id, &sig) in bucket.ids.iter().zip(&bucket.signatures) {
             if length_gap == best.distance && id > best.id {
                 break; // every later id is larger and no closer
             }
-            let lower = length_gap
-                .max((sig & !signature).count_ones())
-                .max((signature & !sig).count_ones());
-            if !best.beaten_by(lower, id) {
+            if !query.may_beat(best, id, length_gap, bucket_len, sig) {
                 continue;
             }
             let limit = if id < best.id { best.distance } else { best.distance - 1 };
@@ -86,7 +205,7 @@ impl TargetIndex<'_> {
 
     fn nearest(&self, source: &[u32], table: &mut PatternTable) -> Best {
         table.set(source);
-        let signature = signature(source);
+        let query = Query::new(source);
         let len = source.len();
         let mut best = Best { distance: u32::MAX, id: u32::MAX };
         for gap in 0..=len.max(self.buckets.len()) {
@@ -96,7 +215,7 @@ impl TargetIndex<'_> {
             let shorter = len.checked_sub(gap).filter(|_| gap > 0);
             for bucket_len in [Some(len + gap), shorter].into_iter().flatten() {
                 if let Some(bucket) = self.buckets.get(bucket_len) {
-                    self.scan(bucket, gap as u32, source, signature, table, &mut best);
+                    self.scan(bucket, bucket_len, gap as u32, &query, table, &mut best);
                 }
             }
         }
@@ -137,6 +256,7 @@ pub fn build_vocab_map<S: AsRef<str> + Sync>(
         bucket.ids.push(id as u32);
         bucket.signatures.push(signature(symbols));
     }
+    let distance_one = DeletionIndex::new(&target_symbols, buckets.iter().flat_map(|b| b.ids.iter().copied()));
     let index = TargetIndex { symbols: &target_symbols, buckets };
 
     let pairs: Vec<(i32, i32)> = swapped
@@ -147,7 +267,13 @@ pub fn build_vocab_map<S: AsRef<str> + Sync>(
             |table, (k, s)| match first_target.get(s.as_str()) {
                 Some(&id) => (id as i32, 0),
                 None => {
-                    let best = index.nearest(source_symbols.get(k), table);
+                    let query = source_symbols.get(k);
+                    if table.set(query) {
+                        if let Some(id) = distance_one.nearest_at_one(query, &target_symbols, table) {
+                            return (id as i32, 1);
+                        }
+                    }
+                    let best = index.nearest(query, table);
                     (best.id as i32, best.distance as i32)
                 }
             },
