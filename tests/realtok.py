@@ -234,6 +234,13 @@ def spec(name: str) -> TokenizerSpec:
     return TOKENIZERS[name]
 
 
+def tokenizer_dir(name: str) -> Path:
+    """The local folder of the real tokenizer ``name``, built on first use; loadable with
+    ``AutoTokenizer.from_pretrained``."""
+    spec(name)
+    return _ensure_built(name)
+
+
 def load_tokenizer(name: str):
     """A fresh ``transformers.PreTrainedTokenizerFast`` for the real tokenizer ``name``.
 
@@ -253,8 +260,7 @@ def load_tokenizer(name: str):
     >>> load_tokenizer("gpt2").convert_ids_to_tokens([15496, 995])
     ['Hello', 'Ġworld']
     """
-    spec(name)
-    return _load(_ensure_built(name))
+    return _load(tokenizer_dir(name))
 
 
 def _load(folder: Path):
