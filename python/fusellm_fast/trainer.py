@@ -1,0 +1,499 @@
+"""Training a target model with the FuseLLM objective on top of ``transformers.Trainer``.
+
+The pipeline of FuseLLM (Wan et al., "Knowledge Fusion of Large Language Models", ICLR 2024,
+arXiv:2401.10491) stores, per text in the target tokenization, the target's own top-k lists, each
+source's lists aligned onto the target tokens, and each model's cross-entropy. Here such a text is
+a *fusion example*, a mapping of arrays:
+
+- ``input_ids``: ``int [L]`` the target tokenization;
+- ``teacher_ids``: ``int [N, L, K]`` model 0 the target's own top-k ids, models 1..N-1 the aligned
+  sources; ``-1`` marks an empty slot;
+- ``teacher_logits``: ``float [N, L, K]`` their logits;
+- ``teacher_ce``: ``float [N]`` each model's cross-entropy on the text, or ``[N, L]`` one per
+  position (token level).
+
+:func:`build_fusion_examples` makes them from the teacher pass and the alignment,
+:func:`pack_examples` cuts them into fixed blocks, :class:`FusionCollator` batches them into sparse
+tensors (never a dense ``[batch, length, vocab]`` teacher tensor), and :class:`FusionTrainer` fuses
+the teachers and computes the loss on the device inside the training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, get_args
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainingArguments
+
+from fusellm_fast._checks import checked_choice
+from fusellm_fast.errors import InputTypeError, InvalidInputError
+from fusellm_fast.fusion import CeLevel, FusionMethod, LossKind, fuse, fusion_loss
+
+__all__ = [
+    "AlignedLists",
+    "CeUnit",
+    "FusionCollator",
+    "FusionTrainer",
+    "FusionTrainingArguments",
+    "build_fusion_examples",
+    "pack_examples",
+]
+
+CeUnit = Literal["token", "byte"]
+
+_EXAMPLE_KEYS = ("input_ids", "teacher_ids", "teacher_logits", "teacher_ce")
+_TEACHER_ROW_KEYS = ("input_ids", "topk_ids", "topk_logits", "ce", "total_ce", "num_bytes")
+
+
+class AlignedLists(Protocol):
+    """One source's lists aligned onto the target tokens of a batch of texts (an ``AlignedBatch``)."""
+
+    ids: np.ndarray  # int [B, L, K], -1 = empty slot
+    logits: np.ndarray  # float [B, L, K]
+    lengths: np.ndarray  # int [B]
+
+
+def build_fusion_examples(
+    target_rows: Sequence[Mapping[str, Any]],
+    aligned_sources: Sequence[AlignedLists],
+    source_rows: Sequence[Sequence[Mapping[str, Any]]],
+    *,
+    ce_unit: CeUnit = "token",
+) -> list[dict[str, np.ndarray]]:
+    """Combine the target's teacher rows with the sources' aligned lists into fusion examples.
+
+    Args:
+        target_rows: the target model's row of each text ``b``, as :func:`~fusellm_fast.teacher.extract_topk`
+            writes them (``input_ids``, ``topk_ids``, ``topk_logits``, ``ce``, ``total_ce``,
+            ``num_bytes``); a ``datasets.Dataset`` works.
+        aligned_sources: per source, its lists aligned onto the target tokens of the same texts
+            (the result of ``align_batch``); row ``b`` has length ``len(target_rows[b]["input_ids"])``.
+        source_rows: per source, its own teacher row of each text, for its cross-entropy.
+        ce_unit: ``"token"`` is the paper's mean CE per token of each model's own tokenization;
+            ``"byte"`` divides the text's total CE by its UTF-8 bytes, which compares models with
+            different tokenizers fairly.
+
+    Returns:
+        One fusion example per text with sequence-level ``teacher_ce [N]``; list lengths of the
+        models are padded to the longest with empty slots.
+
+    Raises:
+        InvalidInputError: the numbers of texts or sources disagree, a row lacks a column, an aligned
+            row's length is not the target's, or ``ce_unit`` is not one of its choices.
+
+    >>> from types import SimpleNamespace
+    >>> row = {"input_ids": [5, 6, 2], "topk_ids": [[6, 7]] * 3, "topk_logits": [[1.0, 0.0]] * 3,
+    ...        "ce": 1.5, "total_ce": 3.0, "num_bytes": 6}
+    >>> aligned = SimpleNamespace(ids=np.full((1, 3, 1), -1), logits=np.zeros((1, 3, 1)), lengths=np.array([3]))
+    >>> example = build_fusion_examples([row], [aligned], [[row]], ce_unit="byte")[0]
+    >>> example["teacher_ids"].shape, example["teacher_ce"].tolist()
+    ((2, 3, 2), [0.5, 0.5])
+    """
+    checked_choice(ce_unit, "ce_unit", get_args(CeUnit))
+    if len(aligned_sources) != len(source_rows):
+        raise InvalidInputError(
+            f"source_rows: must have one entry per source like aligned_sources, "
+            f"got {len(aligned_sources)} and {len(source_rows)}"
+        )
+    for n, rows in enumerate(source_rows):
+        if len(rows) != len(target_rows):
+            raise InvalidInputError(f"source_rows[{n}]: has {len(rows)} texts, target_rows has {len(target_rows)}")
+    for n, aligned in enumerate(aligned_sources):
+        if len(aligned.lengths) != len(target_rows):
+            raise InvalidInputError(
+                f"aligned_sources[{n}]: has {len(aligned.lengths)} texts, target_rows has {len(target_rows)}"
+            )
+
+    def ce(name: str, row: Mapping[str, Any]) -> float:
+        missing = [key for key in _TEACHER_ROW_KEYS if key not in row]
+        if missing:
+            raise InvalidInputError(f"{name}: lacks {missing}")
+        return float(row["ce"]) if ce_unit == "token" else float(row["total_ce"]) / max(int(row["num_bytes"]), 1)
+
+    examples = []
+    for b in range(len(target_rows)):
+        own = target_rows[b]
+        own_ce = ce(f"target_rows[{b}]", own)
+        input_ids = np.asarray(own["input_ids"], dtype=np.int32)
+        length = len(input_ids)
+        lists = [(np.asarray(own["topk_ids"]), np.asarray(own["topk_logits"]))]
+        for n, aligned in enumerate(aligned_sources):
+            if int(aligned.lengths[b]) != length:
+                raise InvalidInputError(
+                    f"aligned_sources[{n}]: row {b} has length {int(aligned.lengths[b])}, "
+                    f"the target tokenization has {length}"
+                )
+            lists.append((aligned.ids[b, :length], aligned.logits[b, :length]))
+        slots = max(ids.shape[-1] for ids, _ in lists)
+        examples.append(
+            {
+                "input_ids": input_ids,
+                "teacher_ids": np.stack([_pad_slots(ids, slots, -1) for ids, _ in lists]).astype(np.int32),
+                "teacher_logits": np.stack([_pad_slots(lg, slots, 0.0) for _, lg in lists]).astype(np.float32),
+                "teacher_ce": np.array(
+                    [own_ce] + [ce(f"source_rows[{n}][{b}]", rows[b]) for n, rows in enumerate(source_rows)],
+                    dtype=np.float32,
+                ),
+            }
+        )
+    return examples
+
+
+def pack_examples(
+    examples: Sequence[Mapping[str, Any]],
+    *,
+    block_size: int,
+    level: CeLevel = "sequence",
+    drop_remainder: bool = True,
+) -> list[dict[str, np.ndarray]]:
+    """Concatenate fusion examples and cut them into blocks of ``block_size`` tokens.
+
+    With ``level="sequence"``, as in the paper's pipeline, a block's ``teacher_ce [N]`` is the
+    token-weighted mean of the CEs of the texts it holds, so MinCE chooses one model per block.
+    With ``level="token"`` each position keeps its own document's CE (or its own token's, for
+    examples with token-level CE) in ``teacher_ce [N, block_size]``, so that a model is chosen per
+    document; train such blocks with ``level="token"``.
+
+    Args:
+        examples: fusion examples with the same number of models ``N``; list lengths ``K`` may
+            differ and are padded to the longest with empty slots.
+        block_size: tokens per block.
+        level: the CE granularity of the blocks, see above.
+        drop_remainder: drop the last, shorter block (the paper's choice) or keep it.
+
+    Returns:
+        The blocks, themselves fusion examples.
+
+    Raises:
+        InvalidInputError: ``block_size`` is not positive, ``level`` is not one of its choices, an
+            example is malformed, or the examples disagree on ``N``.
+
+    >>> ex = {"input_ids": np.arange(3), "teacher_ids": np.zeros((1, 3, 1), np.int32),
+    ...       "teacher_logits": np.zeros((1, 3, 1), np.float32), "teacher_ce": np.array([2.0])}
+    >>> ex2 = {**ex, "teacher_ce": np.array([5.0])}
+    >>> [(b["input_ids"].tolist(), b["teacher_ce"].tolist()) for b in pack_examples([ex, ex2], block_size=4)]
+    [([0, 1, 2, 0], [2.75])]
+    >>> pack_examples([ex, ex2], block_size=4, level="token")[0]["teacher_ce"].tolist()
+    [[2.0, 2.0, 2.0, 5.0]]
+    """
+    if isinstance(block_size, bool) or not (isinstance(block_size, int) and block_size >= 1):
+        raise InvalidInputError(f"block_size: must be a positive int, got {block_size!r}")
+    checked_choice(level, "level", get_args(CeLevel))
+    checked = _as_examples("examples", examples)
+    if not checked:
+        return []
+    slots = max(example["teacher_ids"].shape[-1] for example in checked)
+
+    input_ids = np.concatenate([example["input_ids"] for example in checked])
+    teacher_ids = np.concatenate([_pad_slots(e["teacher_ids"], slots, -1) for e in checked], axis=1)
+    teacher_logits = np.concatenate([_pad_slots(e["teacher_logits"], slots, 0.0) for e in checked], axis=1)
+    # [N, total tokens]: each position carries its text's CE, or its own for token-level examples.
+    position_ce = np.concatenate([_ce_per_position(example) for example in checked], axis=1)
+    ends = range(block_size, len(input_ids) + (0 if drop_remainder else block_size - 1) + 1, block_size)
+    blocks = []
+    for end in ends:
+        span = slice(end - block_size, end)
+        block_ce = position_ce[:, span]
+        blocks.append(
+            {
+                "input_ids": input_ids[span],
+                "teacher_ids": teacher_ids[:, span],
+                "teacher_logits": teacher_logits[:, span],
+                "teacher_ce": (block_ce.mean(axis=1) if level == "sequence" else block_ce).astype(np.float32),
+            }
+        )
+    return blocks
+
+
+@dataclass(frozen=True)
+class FusionCollator:
+    """Pad fusion examples into a batch of sparse tensors, one array copy per example.
+
+    The batch holds ``input_ids``, ``attention_mask`` and ``labels`` (``-100`` on padding)
+    ``[B, L]``, ``teacher_ids`` (int32, ``-1`` on padding) and ``teacher_logits`` ``[B, N, L, K]``, and
+    ``teacher_ce`` ``[B, N]`` or, for token-level examples, ``[B, N, L]`` (``0.0`` on padding).
+    Padding is on the right.
+
+    Attributes:
+        pad_token_id: the id written into padded ``input_ids``.
+        pad_to_multiple_of: round the batch length up to a multiple of this, if given.
+
+    Raises:
+        InvalidInputError: ``pad_token_id`` is negative or ``pad_to_multiple_of`` is not positive.
+
+    >>> ex = {"input_ids": [5, 6], "teacher_ids": [[[6], [7]]], "teacher_logits": [[[1.0], [1.0]]],
+    ...       "teacher_ce": [2.0]}
+    >>> batch = FusionCollator(pad_token_id=0)([ex])
+    >>> batch["labels"].tolist(), batch["teacher_ids"].shape
+    ([[5, 6]], torch.Size([1, 1, 2, 1]))
+    """
+
+    pad_token_id: int = 0
+    pad_to_multiple_of: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
+            raise InvalidInputError(f"pad_token_id: must be a non-negative int, got {self.pad_token_id!r}")
+        if self.pad_to_multiple_of is not None and not (
+            isinstance(self.pad_to_multiple_of, int) and self.pad_to_multiple_of >= 1
+        ):
+            raise InvalidInputError(
+                f"pad_to_multiple_of: must be a positive int or None, got {self.pad_to_multiple_of!r}"
+            )
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Collate ``features`` (fusion examples, from numpy arrays or nested lists).
+
+        Raises:
+            InvalidInputError: ``features`` is empty, an example is malformed, or the examples
+                disagree on the number of models or the CE level.
+        """
+        if len(features) == 0:
+            raise InvalidInputError("features: must not be empty")
+        examples = _as_examples("features", features)
+        length = max(len(example["input_ids"]) for example in examples)
+        if self.pad_to_multiple_of is not None:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        slots = max(example["teacher_ids"].shape[-1] for example in examples)
+        batch, models = len(examples), examples[0]["teacher_ce"].shape[0]
+        token_level = examples[0]["teacher_ce"].ndim == 2
+
+        input_ids = np.full((batch, length), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((batch, length), dtype=np.int64)
+        teacher_ids = np.full((batch, models, length, slots), -1, dtype=np.int32)
+        teacher_logits = np.zeros((batch, models, length, slots), dtype=np.float32)
+        teacher_ce = np.zeros((batch, models, length) if token_level else (batch, models), dtype=np.float32)
+        for row, example in enumerate(examples):
+            n, k = len(example["input_ids"]), example["teacher_ids"].shape[-1]
+            input_ids[row, :n] = example["input_ids"]
+            attention_mask[row, :n] = 1
+            teacher_ids[row, :, :n, :k] = example["teacher_ids"]
+            teacher_logits[row, :, :n, :k] = example["teacher_logits"]
+            if token_level:
+                teacher_ce[row, :, :n] = example["teacher_ce"]
+            else:
+                teacher_ce[row] = example["teacher_ce"]
+        labels = np.where(attention_mask == 1, input_ids, -100)
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention_mask),
+            "labels": torch.from_numpy(labels),
+            "teacher_ids": torch.from_numpy(teacher_ids),
+            "teacher_logits": torch.from_numpy(teacher_logits),
+            "teacher_ce": torch.from_numpy(teacher_ce),
+        }
+
+
+@dataclass
+class FusionTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the FuseLLM objective's options.
+
+    The paper's run used ``learning_rate=1e-5``, ``lr_scheduler_type="cosine"``,
+    ``warmup_ratio=0.008``, ``adam_beta2=0.95``, ``weight_decay=0.1``, ``num_train_epochs=1`` and
+    ``bf16=True`` on 2048-token blocks, besides the defaults below. ``remove_unused_columns``
+    defaults to ``False`` here because the teacher columns are not arguments of the model's
+    ``forward``.
+
+    >>> args = FusionTrainingArguments(output_dir="out", method="avg_ce", report_to="none")
+    >>> args.method, args.lm_weight, args.level
+    ('avg_ce', 0.9, 'sequence')
+    """
+
+    lm_weight: float = field(
+        default=0.9, metadata={"help": "lambda: weight of the causal LM loss; the fusion loss gets 1 - lambda."}
+    )
+    method: FusionMethod = field(
+        default="min_ce", metadata={"help": "How the teachers are fused: 'min_ce' (paper) or 'avg_ce'."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Temperature of the teacher softmax."})
+    kind: LossKind = field(
+        default="ce", metadata={"help": "Fusion loss: cross-entropy 'ce' (paper) or KL divergence 'kl'."}
+    )
+    level: CeLevel = field(
+        default="sequence",
+        metadata={"help": "'sequence': teacher_ce [N] per example (paper); 'token': [N, L], one per position."},
+    )
+    ce_temperature: float | None = field(
+        default=None,
+        metadata={"help": "AvgCE weights softmax(-ce / tau) with this tau; unset: softmax(exp(-ce)) (paper)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the teacher columns are not model arguments."}
+    )
+
+    def __post_init__(self) -> None:
+        for name, choices in (("method", FusionMethod), ("kind", LossKind), ("level", CeLevel)):
+            checked_choice(getattr(self, name), name, get_args(choices))
+        if not 0.0 <= self.lm_weight <= 1.0:
+            raise InvalidInputError(f"lm_weight: must be in [0, 1], got {self.lm_weight!r}")
+        if not 0.0 < self.temperature < float("inf"):
+            raise InvalidInputError(f"temperature: must be positive and finite, got {self.temperature!r}")
+        if self.ce_temperature is not None and not (
+            self.method == "avg_ce" and 0.0 < self.ce_temperature < float("inf")
+        ):
+            raise InvalidInputError(
+                f"ce_temperature: must be positive and finite, with method='avg_ce'; got {self.ce_temperature!r}"
+            )
+        super().__post_init__()
+
+
+class FusionTrainer(Trainer):
+    """``transformers.Trainer`` whose loss is the FuseLLM objective on sparse teacher lists.
+
+    Batches come from :class:`FusionCollator`. Each step runs the model once, fuses the teachers
+    with :func:`~fusellm_fast.fusion.fuse` on the model's device and returns
+    :func:`~fusellm_fast.fusion.fusion_loss`'s total. Training logs also carry ``loss_clm``,
+    ``loss_fusion`` and ``teacher_weight_<n>``, each model's mean fusion weight (for MinCE, the
+    share of blocks or positions that chose it), averaged over the steps since the last log and
+    over the processes. Works under ``torchrun`` / ``accelerate`` data parallelism like any Trainer.
+
+    Raises:
+        InputTypeError: ``args`` is not a :class:`FusionTrainingArguments`.
+
+    >>> FusionTrainer(model=None, args=TrainingArguments(output_dir="out", report_to="none"))
+    Traceback (most recent call last):
+    ...
+    fusellm_fast.errors.InputTypeError: args: FusionTrainer needs FusionTrainingArguments, got TrainingArguments
+    """
+
+    # The objective is a per-batch mean; the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if not isinstance(training_args, FusionTrainingArguments):
+            raise InputTypeError(
+                f"args: FusionTrainer needs FusionTrainingArguments, got {type(training_args).__name__}"
+            )
+        super().__init__(*args, **kwargs)
+        # The model never sees labels or `num_items_in_batch`: the objective normalizes itself.
+        self.model_accepts_loss_kwargs = False
+        self._logged_sums: torch.Tensor | None = None
+        self._logged_steps = 0
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """The FuseLLM objective of one batch; ``num_items_in_batch`` is not used.
+
+        Raises:
+            InvalidInputError: the batch lacks a column of :class:`FusionCollator`, or its
+                ``teacher_ce`` does not fit the ``level`` of the arguments.
+        """
+        missing = [key for key in ("attention_mask", "labels", *_EXAMPLE_KEYS) if key not in inputs]
+        if missing:
+            raise InvalidInputError(f"inputs: lack {missing}; batch them with FusionCollator")
+        args: FusionTrainingArguments = self.args
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        teacher_ids, teacher_logits = inputs["teacher_ids"], inputs["teacher_logits"]
+        fused = fuse(
+            [(teacher_ids[:, n], teacher_logits[:, n]) for n in range(teacher_ids.shape[1])],
+            inputs["teacher_ce"].movedim(1, 0),
+            method=args.method,
+            temperature=args.temperature,
+            level=args.level,
+            ce_temperature=args.ce_temperature,
+        )
+        mask = inputs["attention_mask"].bool()
+        loss = fusion_loss(outputs.logits, inputs["labels"], fused, lm_weight=args.lm_weight, kind=args.kind, mask=mask)
+        if model.training:
+            if args.level == "token":
+                weights = (fused.weights * mask).sum((1, 2)) / mask.sum().clamp(min=1)
+            else:
+                weights = fused.weights.mean(1)
+            self._accumulate_log_terms(loss.clm, loss.fusion, weights)
+        return (loss.total, outputs) if return_outputs else loss.total
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Add the mean loss terms and teacher weights to the training logs, then log."""
+        if "loss" in logs and self._logged_sums is not None:
+            means = self.accelerator.reduce(self._logged_sums / self._logged_steps, reduction="mean").tolist()
+            logs = {**logs, "loss_clm": means[0], "loss_fusion": means[1]}
+            logs.update({f"teacher_weight_{n}": weight for n, weight in enumerate(means[2:])})
+            self._logged_sums, self._logged_steps = None, 0
+        super().log(logs, *args, **kwargs)
+
+    def _accumulate_log_terms(self, clm: torch.Tensor, fusion: torch.Tensor, weights: torch.Tensor) -> None:
+        terms = torch.cat([clm.reshape(1), fusion.reshape(1), weights]).detach().float()
+        self._logged_sums = terms if self._logged_sums is None else self._logged_sums + terms
+        self._logged_steps += 1
+
+
+def _as_examples(name: str, features: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
+    """Checked fusion examples as numpy arrays; they agree on the number of models and the CE level."""
+    examples = [_as_example(f"{name}[{i}]", feature) for i, feature in enumerate(features)]
+    layouts = {(example["teacher_ce"].shape[0], example["teacher_ce"].ndim) for example in examples}
+    if len({models for models, _ in layouts}) > 1:
+        raise InvalidInputError(f"{name}: disagree on the number of models: {sorted({m for m, _ in layouts})}")
+    if len(layouts) > 1:
+        raise InvalidInputError(f"{name}: mix sequence-level teacher_ce [N] and token-level [N, L]")
+    return examples
+
+
+def _as_example(name: str, feature: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Validate one fusion example and return it as numpy arrays (the input is left untouched)."""
+    if not isinstance(feature, Mapping):
+        raise InputTypeError(f"{name}: must be a mapping, got {type(feature).__name__}")
+    missing = [key for key in _EXAMPLE_KEYS if key not in feature]
+    if missing:
+        raise InvalidInputError(f"{name}: lacks {missing}")
+    example = {key: _as_array(name, key, feature[key]) for key in _EXAMPLE_KEYS}
+    for key in ("input_ids", "teacher_ids"):
+        if not np.issubdtype(example[key].dtype, np.integer):
+            raise InputTypeError(f"{name}: {key} must hold integers, got dtype {example[key].dtype}")
+    for key in ("teacher_logits", "teacher_ce"):
+        example[key] = example[key].astype(np.float32, copy=False)
+
+    input_ids, teacher_ids, teacher_ce = example["input_ids"], example["teacher_ids"], example["teacher_ce"]
+    if input_ids.ndim != 1 or len(input_ids) == 0:
+        raise InvalidInputError(f"{name}: input_ids must be 1-D and non-empty, got shape {list(input_ids.shape)}")
+    length = len(input_ids)
+    if teacher_ids.ndim != 3 or teacher_ids.shape[1] != length or teacher_ids.shape[0] == 0:
+        raise InvalidInputError(
+            f"{name}: teacher_ids must have shape [N >= 1, {length}, K] for {length} input_ids, "
+            f"got {list(teacher_ids.shape)}"
+        )
+    if example["teacher_logits"].shape != teacher_ids.shape:
+        raise InvalidInputError(
+            f"{name}: teacher_logits must have the shape of teacher_ids {list(teacher_ids.shape)}, "
+            f"got {list(example['teacher_logits'].shape)}"
+        )
+    models = teacher_ids.shape[0]
+    if teacher_ce.shape not in ((models,), (models, length)):
+        raise InvalidInputError(
+            f"{name}: teacher_ce must have shape [{models}] or [{models}, {length}], got {list(teacher_ce.shape)}"
+        )
+    if not np.isfinite(teacher_ce).all():
+        raise InvalidInputError(f"{name}: teacher_ce must be finite, found NaN or infinity")
+    return example
+
+
+def _as_array(name: str, key: str, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise InvalidInputError(f"{name}: {key} cannot be read as an array ({error})") from error
+    if array.dtype == object:
+        raise InvalidInputError(f"{name}: {key} holds non-numbers or ragged lists")
+    return array
+
+
+def _ce_per_position(example: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``[N, L]``: the example's CE at every position."""
+    ce, length = example["teacher_ce"], len(example["input_ids"])
+    return ce if ce.ndim == 2 else np.repeat(ce[:, None], length, axis=1)
+
+
+def _pad_slots(lists: np.ndarray, slots: int, fill: float) -> np.ndarray:
+    """Widen the last axis (the list slots) to ``slots`` with ``fill``."""
+    missing = slots - lists.shape[-1]
+    if missing == 0:
+        return lists
+    return np.pad(lists, [(0, 0)] * (lists.ndim - 1) + [(0, missing)], constant_values=fill)
