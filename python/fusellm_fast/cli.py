@@ -1,0 +1,211 @@
+"""The ``fusellm-fast`` command: one subcommand per stage of the FuseLLM pipeline, and a demo.
+
+FuseLLM: Wan et al., "Knowledge Fusion of Large Language Models", ICLR 2024, arXiv 2401.10491.
+
+    fusellm-fast demo
+    fusellm-fast vocab-map SOURCE TARGET -o map.npz
+    fusellm-fast extract MODEL DATA... -o DIR [--top-k 10] [--max-length 2048] [--shard I/N]
+    fusellm-fast align --target DIR --source DIR [--source DIR ...] -o DIR
+    fusellm-fast train TARGET_MODEL ALIGNED_DIR -o OUT [--method min_ce|avg_ce] [--lm-weight 0.9]
+
+Every stage prints a JSON summary when it is done (and writes it next to its output). A mistake
+in the inputs ends the command with one line on standard error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .errors import FuseLLMError
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line ``argv`` (``sys.argv[1:]`` when omitted) and returns the exit status.
+
+    >>> main(["--version"])  # doctest: +SKIP
+    fusellm-fast 0.1.0
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        summary = args.run(args)
+    except (FuseLLMError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"fusellm-fast {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fusellm-fast {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    if summary is not None:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Keeps the output to the stages' own progress bars, summaries and errors."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fusellm-fast",
+        description="Knowledge fusion of LLMs (FuseLLM, Wan et al., ICLR 2024): build a fused target model "
+                    "from a target LLM, source LLMs with any tokenizers, and a corpus.",
+    )
+    parser.add_argument("--version", action="version", version=f"fusellm-fast {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the built-in CPU miniature of the paper's experiment")
+    demo.add_argument("-o", "--output", default="fusellm-demo", help="working directory (default: %(default)s)")
+    demo.add_argument("--quick", action="store_true", help="a tiny setting that only checks the plumbing")
+    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--lm-weight", type=float, default=None, help="lambda of the fusion runs (default: 0.9)")
+    demo.add_argument("--top-k", type=int, default=None, help="teacher list length (default: 10)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_run_demo)
+
+    vocab = commands.add_parser("vocab-map", help="MinED vocabulary map from a source tokenizer to a target's")
+    vocab.add_argument("source", metavar="SOURCE", help="directory with the source tokenizer (or model)")
+    vocab.add_argument("target", metavar="TARGET", help="directory with the target tokenizer (or model)")
+    vocab.add_argument("-o", "--output", required=True, help="map file to write (.npz)")
+    vocab.add_argument("--workers", type=int, default=-1, help="threads (default: every core)")
+    vocab.set_defaults(run=_run_vocab_map)
+
+    extract = commands.add_parser("extract", help="teacher pass of one model: top-k lists and CE per text")
+    extract.add_argument("model", metavar="MODEL", help="local model directory with its tokenizer")
+    extract.add_argument("data", metavar="DATA", nargs="+",
+                         help=".txt/.jsonl/.parquet files, directories of them, or a saved dataset")
+    extract.add_argument("-o", "--output", required=True, help="output directory (shared by every shard)")
+    extract.add_argument("--top-k", type=int, default=10)
+    extract.add_argument("--max-length", type=int, default=2048, help="tokens kept per text")
+    extract.add_argument("--batch-size", type=int, default=8, help="texts per forward pass")
+    extract.add_argument("--shard", default="0/1", help="I/N: process only the I-th of N shares of the corpus")
+    extract.add_argument("--text-column", default="text")
+    extract.add_argument("--split-chars", type=int, default=4000,
+                         help="cut longer texts into pieces of at most this many characters (0: never)")
+    extract.add_argument("--chunk-texts", type=int, default=1024, help="texts per saved chunk (unit of resumption)")
+    extract.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: first GPU if any)")
+    extract.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                         help="weights' dtype (default: the checkpoint's)")
+    extract.add_argument("--no-progress", action="store_true")
+    extract.set_defaults(run=_run_extract)
+
+    align = commands.add_parser("align", help="align every source's teacher pass to the target's")
+    align.add_argument("--target", required=True, help="the target model's extract directory")
+    align.add_argument("--source", required=True, action="append", help="a source's extract directory (repeat)")
+    align.add_argument("-o", "--output", required=True)
+    align.add_argument("--vocab-map", action="append", default=None,
+                       help="a vocab-map file per source, in --source order (default: built here)")
+    align.add_argument("--vocab-align", choices=("soft", "hard"), default="soft")
+    align.add_argument("--onehot", choices=("next", "current"), default="next",
+                       help="token a one-hot stand-in points at; 'current' reproduces the published code")
+    align.add_argument("--ce-unit", choices=("token", "byte"), default="token",
+                       help="CE that ranks the teachers: per token (paper) or per byte of text")
+    align.add_argument("--workers", type=int, default=-1)
+    align.add_argument("--no-progress", action="store_true")
+    align.set_defaults(run=_run_align)
+
+    train = commands.add_parser("train", help="train the target with the FuseLLM objective (FusionTrainer)")
+    train.add_argument("target_model", metavar="TARGET_MODEL")
+    train.add_argument("aligned", metavar="ALIGNED_DIR")
+    train.add_argument("-o", "--output", required=True)
+    train.add_argument("--method", choices=("min_ce", "avg_ce"), default="min_ce")
+    train.add_argument("--lm-weight", type=float, default=0.9, help="lambda; 1.0 is plain continual training")
+    train.add_argument("--temperature", type=float, default=1.0)
+    train.add_argument("--block-size", type=int, default=2048)
+    train.add_argument("--batch-size", type=int, default=1, help="blocks per device and step")
+    train.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    train.add_argument("--learning-rate", type=float, default=1e-5)
+    train.add_argument("--lr-scheduler", default="cosine")
+    train.add_argument("--warmup-ratio", type=float, default=0.008)
+    train.add_argument("--weight-decay", type=float, default=0.1)
+    train.add_argument("--adam-beta2", type=float, default=0.95)
+    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--max-steps", type=int, default=-1)
+    train.add_argument("--bf16", action="store_true")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--logging-steps", type=int, default=10)
+    train.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default: none)")
+    train.add_argument("--deepspeed", default=None, help="DeepSpeed JSON config")
+    train.add_argument("--fsdp", default=None, help="FSDP option string, as in TrainingArguments")
+    train.add_argument("--fsdp-config", default=None)
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in -o")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=_run_train)
+    return parser
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from .demo import DemoConfig, run_demo
+
+    overrides: dict[str, Any] = {"seed": args.seed, "threads": args.threads}
+    for name in ("lm_weight", "top_k"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+    result = run_demo(args.output, config, show_progress=not args.no_progress,
+                      log=lambda line: print(line, file=sys.stderr))
+    print(result.table())
+    print()
+    print("alignment match rates: " + ", ".join(f"{name} {rate:.1%}" for name, rate in result.match_rates.items()))
+    print(f"figures: {args.output}/demo_results.json, plot: {args.output}/demo_curves.png")
+
+
+def _run_vocab_map(args: argparse.Namespace) -> dict[str, Any]:
+    from .pipeline import build_vocab_map
+
+    return asdict(build_vocab_map(args.source, args.target, args.output, workers=args.workers))
+
+
+def _run_extract(args: argparse.Namespace) -> dict[str, Any]:
+    from .pipeline import extract, parse_shard
+
+    summary = extract(
+        args.model, args.data, args.output, top_k=args.top_k, max_length=args.max_length,
+        batch_size=args.batch_size, shard=parse_shard(args.shard), chunk_texts=args.chunk_texts,
+        text_column=args.text_column, split_chars=args.split_chars or None, device=args.device, dtype=args.dtype,
+        show_progress=not args.no_progress,
+    )
+    return asdict(summary)
+
+
+def _run_align(args: argparse.Namespace) -> dict[str, Any]:
+    from .pipeline import align
+
+    summary = align(args.target, args.source, args.output, vocab_maps=args.vocab_map,
+                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, workers=args.workers,
+                    show_progress=not args.no_progress)
+    return asdict(summary)
+
+
+def _run_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .pipeline import train
+
+    summary = train(
+        args.target_model, args.aligned, args.output, method=args.method, lm_weight=args.lm_weight,
+        temperature=args.temperature, block_size=args.block_size,
+        batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate, lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay, adam_beta2=args.adam_beta2, epochs=args.epochs, max_steps=args.max_steps,
+        bf16=args.bf16, seed=args.seed, logging_steps=args.logging_steps, save_steps=args.save_steps,
+        deepspeed=args.deepspeed, fsdp=args.fsdp, fsdp_config=args.fsdp_config, resume=args.resume,
+        show_progress=not args.no_progress,
+    )
+    result = asdict(summary)
+    result.pop("log_history")
+    return result

@@ -1,0 +1,178 @@
+"""The whole pipeline through the ``fusellm-fast`` command, on a tiny corpus with tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+
+import numpy as np
+from fusellm_fast import demo
+from fusellm_fast.cli import main
+from fusellm_fast.pipeline import PackedBlocks, load_aligned
+from fusellm_fast.trainer import pack_examples
+
+TINY = demo.DemoConfig.quick(hidden_size=32, layers=1, heads=2, chunk_chars=160)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A corpus file and three model directories with three different vocabularies (two families)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    texts = demo.domain_texts(TINY.chunk_chars)
+    corpus = texts["code"][:40] + texts["prose"][:40]
+    corpus_path = root / "corpus.jsonl"
+    corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus), encoding="utf-8")
+    other_corpus = root / "other.jsonl"
+    other_corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:20]), encoding="utf-8")
+    paths = {"corpus": corpus_path, "other_corpus": other_corpus}
+    for seed, (name, kind, architecture, vocab_size) in enumerate(
+        (("target", "sp_bpe", "llama", 300), ("source_a", "byte_bpe", "gpt2", 300), ("source_b", "sp_bpe", "llama", 260))
+    ):
+        tokenizer = demo.train_tokenizer(kind, corpus, vocab_size)
+        model = demo.new_model(architecture, tokenizer, TINY, seed)
+        paths[name] = root / name
+        model.save_pretrained(paths[name])
+        tokenizer.save_pretrained(paths[name])
+    paths["root"] = root
+    return paths
+
+
+def run(*argv: object) -> None:
+    progress_option = [] if argv[0] == "vocab-map" else ["--no-progress"]
+    assert main([str(a) for a in argv] + progress_option) == 0
+
+
+def summary(directory: Path, name: str = "summary.json") -> dict:
+    return json.loads((directory / name).read_text(encoding="utf-8"))
+
+
+def test_every_stage_through_the_command(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    root = workspace["root"]
+
+    assert main(["vocab-map", str(workspace["source_a"]), str(workspace["target"]), "-o", str(root / "a.npz")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["source_marker"] == "Ġ" and report["target_marker"] == "▁"
+    assert 0 < report["exact_share"] < 1
+    assert sum(report["distance_histogram"].values()) == report["source_size"]
+
+    # The target's pass in two shards, as on two devices; the sources in one.
+    for shard in ("0/2", "1/2"):
+        run("extract", workspace["target"], workspace["corpus"], "-o", root / "t", "--top-k", 5,
+            "--max-length", 400, "--shard", shard, "--chunk-texts", 16)
+    for name in ("source_a", "source_b"):
+        run("extract", workspace[name], workspace["corpus"], "-o", root / name, "--top-k", 5, "--max-length", 400)
+    capsys.readouterr()
+    shard_report = summary(root / "t", "shard-00001-of-00002-summary.json")
+    assert shard_report["texts"] == 40 and shard_report["tokens"] > 40
+    assert math.isfinite(shard_report["mean_ce"]) and shard_report["mean_ce"] > 0
+
+    run("vocab-map", workspace["source_b"], workspace["target"], "-o", root / "b.npz")
+    run("align", "--target", root / "t", "--source", root / "source_a", "--source", root / "source_b",
+        "--vocab-map", root / "a.npz", "--vocab-map", root / "b.npz", "-o", root / "aligned")
+    capsys.readouterr()
+    aligned_report = summary(root / "aligned")
+    assert aligned_report["texts"] == 80
+    assert all(0 < source["matched_rate"] <= 1 for source in aligned_report["sources"])
+    rows = load_aligned(root / "aligned", arg="ALIGNED_DIR")[0].with_format("numpy")
+    assert [int(i) for i in rows["text_index"]] == list(range(80))
+    for row in rows.select(range(0, 80, 13)):
+        length = len(row["input_ids"])
+        assert row["teacher_ids"].shape == (3, length, 5)
+        assert row["teacher_logits"].shape == (3, length, 5)
+        assert row["teacher_ce"].shape == (3,) and np.isfinite(row["teacher_ce"]).all()
+        assert row["teacher_ids"].max() < 300
+    # Training reads blocks lazily; they equal packing everything at once.
+    lazy = PackedBlocks(rows, block_size=32)
+    eager = pack_examples(rows, block_size=32)
+    assert len(lazy) == len(eager) > 0
+    for index in (0, len(eager) // 2, len(eager) - 1):
+        for key, value in eager[index].items():
+            np.testing.assert_array_equal(lazy[index][key], value)
+
+    for method in ("min_ce", "avg_ce"):
+        out = root / f"fused-{method}"
+        run("train", workspace["target"], root / "aligned", "-o", out, "--method", method, "--block-size", 32,
+            "--batch-size", 4, "--max-steps", 24, "--learning-rate", 3e-3, "--warmup-ratio", 0.0,
+            "--logging-steps", 4, "--seed", 0)
+        capsys.readouterr()
+        trained = summary(out)
+        losses = [entry["loss"] for entry in trained["log_history"]]
+        assert trained["steps"] == 24 and len(losses) == 6
+        assert all(math.isfinite(loss) for loss in losses)
+        assert losses[-1] < losses[0] - 0.3
+        weights = [entry[f"teacher_weight_{n}"] for entry in trained["log_history"] for n in range(3)]
+        assert all(0.0 <= w <= 1.0 for w in weights)
+        assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+
+
+def test_resumed_extract_reuses_finished_parts(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = workspace["root"] / "resumed"
+    args = ("extract", workspace["source_b"], workspace["corpus"], "-o", out, "--top-k", 3, "--chunk-texts", 32)
+    run(*args)
+    first_part = out / "shard-00000-of-00001" / "part-000000"
+    stamp = first_part.stat().st_mtime_ns
+    run(*args)
+    assert first_part.stat().st_mtime_ns == stamp
+    reports = capsys.readouterr().out
+    assert reports.count('"texts": 80') == 2
+
+
+def error_line(capsys: pytest.CaptureFixture[str], *argv: object) -> str:
+    assert main([str(a) for a in argv] + ["--no-progress"] * (argv[0] != "vocab-map")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_user_mistakes_stop_with_one_line(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    root = workspace["root"]
+    assert "does not exist" in error_line(capsys, "extract", workspace["target"], root / "nope.jsonl", "-o", root / "x")
+    assert "not a directory" in error_line(capsys, "extract", root / "no-model", workspace["corpus"], "-o", root / "x")
+    assert "I/N" in error_line(capsys, "extract", workspace["target"], workspace["corpus"], "-o", root / "x",
+                               "--shard", "two")
+
+    # A tokenizer larger than the model's vocabulary.
+    mismatched = root / "mismatched"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(workspace["target"]).save_pretrained(mismatched)
+    big = AutoTokenizer.from_pretrained(workspace["target"])
+    big.add_tokens([f"extra{i}" for i in range(50)])
+    big.save_pretrained(mismatched)
+    assert "embedding rows" in error_line(capsys, "extract", mismatched, workspace["corpus"], "-o", root / "x")
+
+    # Passes over different corpora cannot be aligned.
+    run("extract", workspace["source_a"], workspace["other_corpus"], "-o", root / "other", "--top-k", 5,
+        "--max-length", 400)
+    capsys.readouterr()
+    run("extract", workspace["target"], workspace["corpus"], "-o", root / "t_full", "--top-k", 5, "--max-length", 400)
+    capsys.readouterr()
+    assert "same corpus" in error_line(capsys, "align", "--target", root / "t_full", "--source", root / "other",
+                                       "-o", root / "bad")
+    # A target directory that is not a teacher pass.
+    assert "summary.json" in error_line(capsys, "align", "--target", workspace["target"], "--source", root / "other",
+                                        "-o", root / "bad")
+    # Aligned data of one target cannot train another.
+    run("align", "--target", root / "other", "--source", root / "other", "-o", root / "aligned_a")
+    capsys.readouterr()
+    assert "another tokenizer" in error_line(capsys, "train", workspace["target"], root / "aligned_a", "-o",
+                                             root / "bad")
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "fusellm_fast", "vocab-map", str(tmp_path / "a"),
+                             str(tmp_path / "b"), "-o", str(tmp_path / "m.npz")],
+                            check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fusellm-fast vocab-map: error: SOURCE: {str(tmp_path / 'a')!r} is not a directory"
+    ]
