@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 datasets = pytest.importorskip("datasets")
 tokenizers = pytest.importorskip("tokenizers")
 
+import tiny_models
 from fusellm_fast import teacher
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 from fusellm_fast.teacher import extract_topk, load_topk, topk_features
@@ -42,20 +43,7 @@ def tokenizer():
 
 
 def tiny_llama(vocab_size, seed=0):
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return transformers.LlamaForCausalLM(config).eval()
+    return tiny_models.tiny_llama(vocab_size, seed=seed, bos_token_id=1, eos_token_id=2, pad_token_id=0).eval()
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import tiny_models
 from fusellm_fast import trainer as trainer_module
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 from fusellm_fast.fusion import fuse, fusion_loss
@@ -67,17 +68,7 @@ def aligned_batch(rng, lengths, *, slots):
 
 
 def tiny_llama(seed=0):
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return transformers.LlamaForCausalLM(config)
+    return tiny_models.tiny_llama(VOCAB, seed=seed)
 
 
 def training_arguments(output_dir, **overrides):
