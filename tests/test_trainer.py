@@ -523,6 +523,22 @@ def test_two_process_gloo_data_parallel_matches_single_process(tmp_path):
     assert parallel["losses"] == pytest.approx(single_losses, rel=1e-5)
 
 
+def test_min_ce_per_byte_picks_the_model_with_the_lowest_ce_per_byte():
+    # The target splits 12 bytes into 6 tokens with total CE 6.0 (1.0 per token, 0.5 per byte);
+    # the source splits them into 3 tokens with total CE 4.5 (1.5 per token, 0.375 per byte).
+    # Per token the target wins; per byte the source does.
+    rng = np.random.default_rng(3)
+    target = teacher_row(rng, 4, slots=2, num_bytes=12) | {"ce": 1.0, "total_ce": 6.0}
+    source = teacher_row(rng, 3, slots=2, num_bytes=12) | {"ce": 1.5, "total_ce": 4.5}
+    aligned = aligned_batch(rng, [4], slots=2)
+    for ce_unit, expected_ce, chosen in (("token", [1.0, 1.5], 0), ("byte", [0.5, 0.375], 1)):
+        example = build_fusion_examples([target], [aligned], [[source]], ce_unit=ce_unit)[0]
+        np.testing.assert_allclose(example["teacher_ce"], expected_ce, rtol=1e-6)
+        fused = fuse([(example["teacher_ids"][m][None], example["teacher_logits"][m][None]) for m in range(2)],
+                     torch.as_tensor(example["teacher_ce"])[:, None], method="min_ce")
+        assert fused.weights[:, 0].tolist() == [float(m == chosen) for m in range(2)]
+
+
 def test_docstring_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples create an output directory
     results = doctest.testmod(trainer_module)
