@@ -22,7 +22,7 @@ from .errors import (
     MarkerDetectionError,
     VocabMapError,
 )
-from .vocab_map import VocabMap, edit_distance
+from .vocab_map import Family, Normalize, VocabMap, edit_distance, token_bytes
 
 __all__ = [
     "AlignedBatch",
@@ -35,8 +35,11 @@ __all__ = [
     "PositionStatus",
     "VocabMap",
     "VocabMapError",
+    "Family",
+    "Normalize",
     "align_batch",
     "edit_distance",
+    "token_bytes",
 ]
 
 __version__ = "0.1.0"

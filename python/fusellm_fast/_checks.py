@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,33 @@ def checked_workers(workers: Any) -> int:
     if workers != -1 and workers < 1:
         raise InvalidInputError(f"workers: must be -1 (all cores) or a positive count, got {workers}")
     return int(workers)
+
+
+def checked_ids(ids: Any, arg: str) -> list[int]:
+    """Token ids as a new list of non-negative ints, or an error naming ``arg``; ``None`` is no ids."""
+    if ids is None:
+        return []
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise InputTypeError(f"{arg}: must be a sequence of token ids, got {type(ids).__name__}")
+    result = []
+    for i, value in enumerate(ids):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputTypeError(f"{arg}: item {i} is {type(value).__name__}, not an int")
+        if value < 0:
+            raise InvalidInputError(f"{arg}: item {i} is the negative id {value}")
+        result.append(int(value))
+    return result
+
+
+def checked_pairs(mapping: Any, arg: str) -> list[tuple[int, int]]:
+    """A source id -> target id mapping as a list of pairs, or an error naming ``arg``."""
+    if mapping is None:
+        return []
+    if not isinstance(mapping, Mapping):
+        raise InputTypeError(f"{arg}: must be a mapping from source id to target id, got {type(mapping).__name__}")
+    sources = checked_ids(list(mapping.keys()), arg)
+    targets = checked_ids(list(mapping.values()), arg)
+    return list(zip(sources, targets))
 
 
 def checked_choice(value: Any, arg: str, choices: tuple[str, ...]) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 _MapArrays: TypeAlias = tuple[NDArray[np.int32], NDArray[np.int32]]
+_Family: TypeAlias = Literal["byte_level", "sentencepiece"]
 
 STATUS_PADDING: Final = -1
 STATUS_EMPTY: Final = 0
@@ -38,6 +39,28 @@ def build_vocab_map(
 ) -> _MapArrays:
     """MinED map between two vocabularies: ``(target_ids, distances)``, both int32 ``[len(source_tokens)]``."""
 
+def build_byte_vocab_map(
+    source_tokens: Sequence[str],
+    target_tokens: Sequence[str],
+    *,
+    source_family: _Family | None = None,
+    target_family: _Family | None = None,
+    source_special_ids: Sequence[int] = ...,
+    target_special_ids: Sequence[int] = ...,
+    special_pairs: Sequence[tuple[int, int]] = ...,
+    workers: int = -1,
+) -> _MapArrays:
+    """MinED map over the exact bytes of the tokens: ``(target_ids, distances)``.
+
+    A family of None is told from the vocabulary's space marker; each pair of
+    ``special_pairs`` is (source id, target id) of special tokens with one role.
+    """
+
+def token_bytes(
+    tokens: Sequence[str], *, family: _Family | None = None, special_ids: Sequence[int] = ...
+) -> list[bytes]:
+    """The exact bytes every token stands for (special ids: none)."""
+
 @final
 class Aligner:
     """Both vocabularies prepared for alignment; immutable and safe to share between threads."""
@@ -48,7 +71,22 @@ class Aligner:
         target_tokens: Sequence[str],
         source_marker: str | None = None,
         target_marker: str | None = None,
+        *,
+        normalize: Literal["marker", "bytes"] = "marker",
+        source_family: _Family | None = None,
+        target_family: _Family | None = None,
+        source_special_ids: Sequence[int] = ...,
+        target_special_ids: Sequence[int] = ...,
+        special_pairs: Sequence[tuple[int, int]] = ...,
     ) -> Aligner: ...
+    @property
+    def normalize(self) -> Literal["marker", "bytes"]: ...
+    def text_bytes(self, ids: Sequence[int], *, side: Literal["source", "target"]) -> bytes:
+        """The concatenated bytes of a sequence of token ids of one side."""
+
+    def prefix_map(self, *, workers: int = -1) -> NDArray[np.int32]:
+        """The byte-prefix image of every source id (-1: none)."""
+
     @property
     def source_marker(self) -> str: ...
     @property
@@ -81,11 +119,14 @@ class Aligner:
         vocab_align: Literal["soft", "hard"],
         onehot: Literal["next", "current"],
         workers: int,
+        method: Literal["dtw", "offsets", "boundary"] = "dtw",
+        candidates: Literal["mined", "prefix"] = "mined",
     ) -> tuple[NDArray[np.int32], NDArray[np.float32], NDArray[np.int8], dict[str, int]]:
         """Aligns a batch given as flat 1-D id buffers plus per-text starts and lengths.
 
         ``topk_ids`` and ``topk_logits`` are C-contiguous ``[rows, K]``. Returns ids
         ``[B, max target length, max(K, 1)]``, logits of the same shape, the status of
         every position ``[B, max target length]`` and the counts (``positions``,
-        ``matched``, ``onehot``, ``empty``, ``dropped_candidates``).
+        ``matched``, ``onehot``, ``empty``, ``dropped_candidates``, ``fallback_texts``,
+        ``kept_mass``).
         """

@@ -4,7 +4,7 @@ the source model's top-k distributions over to the target vocabulary."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,13 +14,15 @@ from . import _core
 from ._checks import (
     check_token_strings,
     checked_choice,
+    checked_ids,
+    checked_pairs,
     checked_workers,
     resolve_markers,
     sequences,
     topk_rows,
 )
-from .errors import InputTypeError, VocabMapError
-from .vocab_map import VocabMap, vocabulary_fingerprint
+from .errors import InputTypeError, InvalidInputError, VocabMapError
+from .vocab_map import Family, Normalize, VocabMap, checked_family, vocabulary_fingerprint
 
 __all__ = ["Aligner", "AlignedBatch", "AlignmentCounts", "PositionStatus", "align_batch"]
 
@@ -35,7 +37,8 @@ class PositionStatus(enum.IntEnum):
     MATCHED = _core.STATUS_MATCHED
     """The aligned source position's top-k distribution."""
     ONEHOT = _core.STATUS_ONEHOT
-    """A one-hot stand-in (logit 1.0 on one target token)."""
+    """A one-hot stand-in: one target token, with logit 1.0 (log-probability 0.0
+    when ``AlignedBatch.values_are == "log_probs"``)."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,25 @@ class AlignmentCounts:
     onehot: int
     empty: int
     dropped_candidates: int
-    """Matched positions that lost at least one top-k candidate (unmappable in
-    hard mode, or a repeat of a target id already taken)."""
+    """Matched positions that lost at least one top-k candidate (without an
+    image, or, with ``candidates="mined"``, a repeat of a target id already taken)."""
+    fallback_texts: int = 0
+    """Texts that ``method="offsets"`` or ``"boundary"`` aligned by DTW because
+    their two tokenizations spell different bytes."""
+    kept_mass: float = 0.0
+    """Sum over matched positions of the share of the source's top-k probability
+    mass that reached the target vocabulary."""
 
     @property
     def matched_rate(self) -> float:
         """Share of target positions that received a real source distribution."""
         return self.matched / self.positions if self.positions else 0.0
+
+    @property
+    def kept_mass_rate(self) -> float:
+        """Mean share of top-k probability mass that survived the candidate
+        mapping, over matched positions."""
+        return self.kept_mass / self.matched if self.matched else 0.0
 
 
 @dataclass(frozen=True)
@@ -62,11 +77,18 @@ class AlignedBatch:
 
     Attributes:
         ids: int32 ``[batch, max target length, K]`` target-vocabulary ids, -1 in empty slots.
-        logits: float32, same shape: the source logits of those ids (1.0 for a
-            one-hot stand-in, 0.0 in empty slots).
+        logits: float32, same shape: what :attr:`values_are` says, 0.0 in empty slots.
         lengths: int64 ``[batch]`` target lengths.
         status: int8 ``[batch, max target length]``, a :class:`PositionStatus` per position.
         counts: totals of the statuses.
+        values_are: ``"logits"`` (``candidates="mined"``): the source logits of
+            the ids, and 1.0 for a one-hot stand-in. ``"log_probs"``
+            (``candidates="prefix"``): the natural log of each id's probability
+            under the softmax over the source's top-k list, summed over the
+            candidates that map onto it (so the exponentials add up to the kept
+            mass, at most 1), and 0.0 (probability 1) for a one-hot stand-in.
+            Either way a softmax over a position's filled slots gives its
+            distribution over the listed ids.
     """
 
     ids: np.ndarray
@@ -74,6 +96,7 @@ class AlignedBatch:
     lengths: np.ndarray
     status: np.ndarray
     counts: AlignmentCounts
+    values_are: Literal["logits", "log_probs"] = "logits"
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -91,11 +114,24 @@ class Aligner:
         target_marker: the same for the target.
         vocab_map: a MinED map of these two vocabularies; ``None`` builds it on
             first use in soft mode and keeps it.
+        normalize: what the DTW cost, the match test and the MinED map compare:
+            ``"marker"`` the marker-swapped strings (the published behaviour),
+            ``"bytes"`` the exact bytes of the tokens (:func:`token_bytes`).
+        source_family: the source's spelling (:data:`Family`); ``None`` tells it
+            from the space marker. Byte spans (``method="offsets"``,
+            ``"boundary"``, ``candidates="prefix"``) always use it.
+        target_family: the same for the target.
+        source_special_ids: ids of source tokens that stand for no text (BOS,
+            EOS, chat-template tokens): no bytes, never matched by position.
+        target_special_ids: the same for the target.
+        special_token_map: source id -> target id of special tokens with the
+            same role; those map onto each other, never by edit distance.
 
     Raises:
-        InputTypeError: a vocabulary is not a sequence of strings.
+        InputTypeError: a vocabulary is not a sequence of strings, an id is not an int.
+        InvalidInputError: an unknown option value, a special id outside its vocabulary.
         MarkerDetectionError: a marker is ``None`` and cannot be detected.
-        VocabMapError: ``vocab_map`` belongs to other vocabularies or markers.
+        VocabMapError: ``vocab_map`` belongs to other vocabularies, markers or normalization.
 
     An Aligner is immutable apart from its lazily built map, and safe to share
     between threads.
@@ -113,13 +149,27 @@ class Aligner:
         source_marker: str | None = None,
         target_marker: str | None = None,
         vocab_map: VocabMap | None = None,
+        normalize: Normalize = "marker",
+        source_family: Family | None = None,
+        target_family: Family | None = None,
+        source_special_ids: Sequence[int] | None = None,
+        target_special_ids: Sequence[int] | None = None,
+        special_token_map: Mapping[int, int] | None = None,
     ) -> None:
         source_tokens = check_token_strings(source_tokens, "source_tokens")
         target_tokens = check_token_strings(target_tokens, "target_tokens")
         source_marker, target_marker = resolve_markers(source_tokens, target_tokens, source_marker, target_marker)
         self._source_fingerprint = vocabulary_fingerprint(source_tokens)
         self._target_fingerprint = vocabulary_fingerprint(target_tokens)
-        self._core = _core.Aligner(source_tokens, target_tokens, source_marker, target_marker)
+        self._core = _core.Aligner(
+            source_tokens, target_tokens, source_marker, target_marker,
+            normalize=checked_choice(normalize, "normalize", ("marker", "bytes")),
+            source_family=checked_family(source_family, "source_family"),
+            target_family=checked_family(target_family, "target_family"),
+            source_special_ids=checked_ids(source_special_ids, "source_special_ids"),
+            target_special_ids=checked_ids(target_special_ids, "target_special_ids"),
+            special_pairs=checked_pairs(special_token_map, "special_token_map"),
+        )
         self._vocab_map: VocabMap | None = None
         if vocab_map is not None:
             self._use_vocab_map(vocab_map)
@@ -133,18 +183,42 @@ class Aligner:
         source_marker: str | None = None,
         target_marker: str | None = None,
         vocab_map: VocabMap | None = None,
+        normalize: Normalize = "marker",
+        source_family: Family | None = None,
+        target_family: Family | None = None,
+        special_token_map: Mapping[int, int] | None = None,
     ) -> Aligner:
         """An Aligner for two Hugging Face tokenizers (anything with
         ``convert_ids_to_tokens`` and ``len()``), added tokens included.
 
-        Ids the tokenizer has no string for become unique placeholders that match nothing.
+        Ids the tokenizer has no string for become unique placeholders that match
+        nothing. The tokenizers' special tokens and added special tokens are
+        passed as special ids, and tokens with the same role (BOS, EOS, PAD, UNK)
+        are paired; ``special_token_map`` adds pairs or overrides them (source
+        id -> target id). The other options are those of :class:`Aligner`.
+
+        >>> class Toy:
+        ...     def __init__(self, tokens): self.tokens = tokens
+        ...     def __len__(self): return len(self.tokens)
+        ...     def convert_ids_to_tokens(self, ids): return [self.tokens[i] for i in ids]
+        >>> aligner = Aligner.from_tokenizers(Toy(["Ġa", "Ġb"]), Toy(["▁a", "▁b"]), normalize="bytes")
+        >>> aligner.normalize
+        'bytes'
         """
+        roles = {**special_role_pairs(source_tokenizer, target_tokenizer),
+                 **dict(checked_pairs(special_token_map, "special_token_map"))}
         return cls(
             tokenizer_vocabulary(source_tokenizer, "source_tokenizer"),
             tokenizer_vocabulary(target_tokenizer, "target_tokenizer"),
             source_marker=source_marker,
             target_marker=target_marker,
             vocab_map=vocab_map,
+            normalize=normalize,
+            source_family=source_family,
+            target_family=target_family,
+            source_special_ids=special_ids(source_tokenizer),
+            target_special_ids=special_ids(target_tokenizer),
+            special_token_map=roles,
         )
 
     @property
@@ -154,6 +228,10 @@ class Aligner:
     @property
     def target_marker(self) -> str:
         return self._core.target_marker
+
+    @property
+    def normalize(self) -> Normalize:
+        return self._core.normalize  # type: ignore[return-value]
 
     @property
     def source_size(self) -> int:
@@ -175,21 +253,44 @@ class Aligner:
             self._vocab_map = self._wrap_map(target_ids, distances)
         return self._vocab_map
 
+    def prefix_map(self, *, workers: int = -1) -> np.ndarray:
+        """int32 ``[source_size]``: for every source id, the longest ordinary
+        target token whose bytes start the source token's bytes (a special token:
+        its counterpart by role), -1 where there is none. Built once.
+
+        >>> Aligner(["Ġthere", "Ġx"], ["▁the", "▁th"]).prefix_map().tolist()
+        [0, -1]
+        """
+        return self._core.prefix_map(workers=checked_workers(workers))
+
+    def text_bytes(self, ids: Sequence[int], *, side: Literal["source", "target"]) -> bytes:
+        """The bytes a sequence of token ids of one side stands for (special tokens: none).
+
+        Raises:
+            InvalidInputError: an id outside the vocabulary, or an unknown ``side``.
+
+        >>> Aligner(["Ġcaf", "Ã", "©"], ["▁café"]).text_bytes([0, 1, 2], side="source").decode()
+        ' café'
+        """
+        side = checked_choice(side, "side", ("source", "target"))  # type: ignore[assignment]
+        return self._core.text_bytes(checked_ids(ids, "ids"), side=side)
+
     def _wrap_map(self, target_ids: np.ndarray, distances: np.ndarray) -> VocabMap:
         target_ids.flags.writeable = False
         distances.flags.writeable = False
         return VocabMap(target_ids, distances, self.source_marker, self.target_marker,
-                        self._source_fingerprint, self._target_fingerprint)
+                        self._source_fingerprint, self._target_fingerprint, self.normalize)
 
     def _use_vocab_map(self, vocab_map: VocabMap) -> None:
         if not isinstance(vocab_map, VocabMap):
             raise InputTypeError(f"vocab_map: must be a VocabMap or None, got {type(vocab_map).__name__}")
-        mine = (self._source_fingerprint, self._target_fingerprint, self.source_marker, self.target_marker)
+        mine = (self._source_fingerprint, self._target_fingerprint, self.source_marker, self.target_marker,
+                self.normalize)
         theirs = (vocab_map.source_fingerprint, vocab_map.target_fingerprint,
-                  vocab_map.source_marker, vocab_map.target_marker)
+                  vocab_map.source_marker, vocab_map.target_marker, vocab_map.normalize)
         if mine != theirs:
             what = [name for name, a, b in zip(("source vocabulary", "target vocabulary", "source marker",
-                                                "target marker"), mine, theirs) if a != b]
+                                                "target marker", "normalization"), mine, theirs) if a != b]
             raise VocabMapError(f"vocab_map: built for another {', '.join(what)} than this aligner's")
         self._core.set_vocab_map(vocab_map.target_ids, vocab_map.distances)
         self._vocab_map = vocab_map
@@ -201,6 +302,27 @@ def tokenizer_vocabulary(tokenizer: Any, arg: str) -> list[str]:
         raise InputTypeError(f"{arg}: must be a tokenizer with convert_ids_to_tokens, got {type(tokenizer).__name__}")
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     return [t if isinstance(t, str) else f"\x00<no token for id {i}>" for i, t in enumerate(tokens)]
+
+
+_SPECIAL_ROLES = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
+
+
+def special_ids(tokenizer: Any) -> list[int]:
+    """Ids of a tokenizer's special tokens and added special tokens (none if it tells none)."""
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    ids.update(i for i, token in added.items() if getattr(token, "special", False))
+    return sorted(i for i in ids if isinstance(i, int) and 0 <= i < len(tokenizer))
+
+
+def special_role_pairs(source_tokenizer: Any, target_tokenizer: Any) -> dict[int, int]:
+    """Source id -> target id of the special tokens both tokenizers have in the same role."""
+    pairs: dict[int, int] = {}
+    for role in _SPECIAL_ROLES:
+        source_id, target_id = getattr(source_tokenizer, role, None), getattr(target_tokenizer, role, None)
+        if isinstance(source_id, int) and isinstance(target_id, int):
+            pairs.setdefault(source_id, target_id)
+    return pairs
 
 
 def align_batch(
@@ -215,6 +337,8 @@ def align_batch(
     workers: int = -1,
     target_lengths: Any = None,
     source_lengths: Any = None,
+    method: Literal["dtw", "offsets", "boundary"] = "dtw",
+    candidates: Literal["mined", "prefix"] = "mined",
 ) -> AlignedBatch:
     """Aligns the source model's top-k distributions to the target tokenization.
 
@@ -226,6 +350,17 @@ def align_batch(
     position gets a one-hot stand-in. This reproduces FuseLLM (Wan et al.,
     ICLR 2024) exactly, with ``onehot="current"`` reproducing its off-by-one
     stand-in.
+
+    ``method="offsets"`` and ``method="boundary"`` instead give every token the
+    byte span it covers, from the cumulative lengths of its exact bytes (O(n + m)
+    per text, no edit distances): ``offsets`` pairs a target position with the
+    source position of identical span, ``boundary`` with the source position
+    whose token ends at the same byte, because the distribution stored there
+    predicts the token that starts at that byte. Special tokens cover no bytes
+    and are never paired. When one side spells one leading space more (the
+    SentencePiece dummy prefix) that side is shifted by one byte; a text whose
+    two spellings differ otherwise is aligned by ``dtw`` and counted in
+    ``counts.fallback_texts``.
 
     Args:
         aligner: the two vocabularies.
@@ -244,6 +379,13 @@ def align_batch(
         workers: threads; 1 runs serially, -1 uses every core.
         target_lengths: with a padded ``target_ids``, the length of each row.
         source_lengths: with a padded ``source_ids``, the length of each row.
+        method: ``"dtw"`` (the published alignment), ``"offsets"`` or ``"boundary"``.
+        candidates: ``"mined"`` maps each candidate on its own (``vocab_align``)
+            and keeps its logit; ``"prefix"`` maps it to the longest target token
+            whose bytes start its bytes (:meth:`Aligner.prefix_map`), sums the
+            probabilities of candidates with the same image and writes
+            log-probabilities (see :attr:`AlignedBatch.values_are`). The MinED
+            map is built (in soft mode) only for ``dtw`` or ``mined``.
 
     Returns:
         The aligned batch. Inputs are never modified.
@@ -260,23 +402,29 @@ def align_batch(
     [[1, 0], [3, 1], [0, 2]]
     >>> out.counts.matched_rate
     1.0
+    >>> out = align_batch(aligner, [[1]], [[2, 3]], [[[0, 1], [2, 3]]], [[[0.0, 0.0], [0.0, 0.0]]],
+    ...                   method="boundary", candidates="prefix")
+    >>> out.ids[0].tolist(), out.values_are
+    ([[2, 3]], 'log_probs')
     """
     if not isinstance(aligner, Aligner):
         raise InputTypeError(f"aligner: must be an Aligner, got {type(aligner).__name__}")
     vocab_align = checked_choice(vocab_align, "vocab_align", ("soft", "hard"))
     onehot = checked_choice(onehot, "onehot", ("next", "current"))
+    method = checked_choice(method, "method", ("dtw", "offsets", "boundary"))
+    candidates = checked_choice(candidates, "candidates", ("mined", "prefix"))
     workers = checked_workers(workers)
     t_flat, t_starts, t_lengths = sequences(target_ids, target_lengths, "target_ids", "target_lengths")
     s_flat, s_starts, s_lengths = sequences(source_ids, source_lengths, "source_ids", "source_lengths")
     if len(s_lengths) != len(t_lengths):
-        from .errors import InvalidInputError
-
         raise InvalidInputError(f"source_ids: has {len(s_lengths)} texts but target_ids has {len(t_lengths)}")
     k_ids, k_logits, k_starts = topk_rows(source_topk_ids, source_topk_logits, s_lengths)
-    if vocab_align == "soft" and aligner.vocab_map is None:
+    uses_map = method == "dtw" or candidates == "mined"
+    if vocab_align == "soft" and uses_map and aligner.vocab_map is None:
         aligner.build_vocab_map(workers=workers)
     ids, logits, status, counts = aligner._core.align(
         t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k_starts,
-        vocab_align=vocab_align, onehot=onehot, workers=workers,
+        vocab_align=vocab_align, onehot=onehot, workers=workers, method=method, candidates=candidates,
     )
-    return AlignedBatch(ids=ids, logits=logits, lengths=t_lengths, status=status, counts=AlignmentCounts(**counts))
+    return AlignedBatch(ids=ids, logits=logits, lengths=t_lengths, status=status, counts=AlignmentCounts(**counts),
+                        values_are="log_probs" if candidates == "prefix" else "logits")

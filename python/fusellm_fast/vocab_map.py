@@ -5,16 +5,64 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from . import _core
-from ._checks import check_token_strings, checked_workers, resolve_markers
+from ._checks import check_token_strings, checked_choice, checked_ids, checked_pairs, checked_workers, resolve_markers
 from .errors import InputTypeError, VocabMapError
 
-__all__ = ["VocabMap", "edit_distance", "vocabulary_fingerprint"]
+__all__ = ["Family", "Normalize", "VocabMap", "edit_distance", "token_bytes", "vocabulary_fingerprint"]
+
+Normalize = Literal["marker", "bytes"]
+"""What token strings are compared as: ``"marker"`` swaps the space marker (the
+published behaviour), ``"bytes"`` compares the exact bytes each token stands for."""
+
+Family = Literal["byte_level", "sentencepiece"]
+"""How a vocabulary spells text: byte-level BPE (GPT-2, GPT-NeoX, Llama-3, Qwen2,
+Tekken) writes each byte as a stand-in character; SentencePiece (Llama-2, Mistral,
+Gemma) writes UTF-8 with ``▁`` for a space and ``<0xNN>`` for single bytes."""
+
+_FAMILIES = ("byte_level", "sentencepiece")
+
+
+def checked_family(family: object, arg: str) -> Family | None:
+    return None if family is None else checked_choice(family, arg, _FAMILIES)  # type: ignore[return-value]
+
+
+def token_bytes(
+    tokens: Sequence[str], *, family: Family | None = None, special_ids: Sequence[int] | None = None
+) -> list[bytes]:
+    """The exact bytes of text each token stands for.
+
+    Byte-level stand-in characters become their bytes, ``▁`` becomes a space and
+    ``<0xNN>`` the byte NN; special tokens (BOS, EOS, chat-template tokens) stand
+    for no text and get ``b""``.
+
+    Args:
+        tokens: token strings in id order.
+        family: the vocabulary's spelling; ``None`` tells it from the space marker.
+        special_ids: ids of special tokens.
+
+    Returns:
+        One ``bytes`` per token.
+
+    Raises:
+        InputTypeError: ``tokens`` is not a sequence of strings, or an id is not an int.
+        InvalidInputError: an unknown family or a special id outside the vocabulary.
+        MarkerDetectionError: ``family`` is ``None`` and cannot be told.
+
+    >>> token_bytes(["ĠcafÃ©"], family="byte_level")[0].decode()
+    ' café'
+    >>> token_bytes(["▁a", "<0x41>", "<s>"], family="sentencepiece", special_ids=[2])
+    [b' a', b'A', b'']
+    """
+    tokens = check_token_strings(tokens, "tokens")
+    return _core.token_bytes(tokens, family=checked_family(family, "family"),
+                             special_ids=checked_ids(special_ids, "special_ids"))
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -63,6 +111,8 @@ class VocabMap:
         target_marker: the target vocabulary's space marker.
         source_fingerprint: :func:`vocabulary_fingerprint` of the source tokens.
         target_fingerprint: the same for the target tokens.
+        normalize: what the strings were compared as (:data:`Normalize`); with
+            ``"bytes"`` the distances count bytes.
     """
 
     target_ids: np.ndarray
@@ -71,6 +121,7 @@ class VocabMap:
     target_marker: str
     source_fingerprint: str
     target_fingerprint: str
+    normalize: Normalize = "marker"
 
     @classmethod
     def build(
@@ -81,8 +132,20 @@ class VocabMap:
         source_marker: str | None = None,
         target_marker: str | None = None,
         workers: int = -1,
+        normalize: Normalize = "marker",
+        source_family: Family | None = None,
+        target_family: Family | None = None,
+        source_special_ids: Sequence[int] | None = None,
+        target_special_ids: Sequence[int] | None = None,
+        special_token_map: Mapping[int, int] | None = None,
     ) -> VocabMap:
         """Builds the map; the result equals the brute-force search exactly.
+
+        With ``normalize="bytes"`` the distance is the edit distance between the
+        exact bytes of the tokens (:func:`token_bytes`), so ``ĠcafÃ©`` and
+        ``▁café`` are equal; ordinary tokens map among ordinary target tokens, a
+        special token maps through ``special_token_map`` or else by edit distance
+        of its literal string among the special target tokens.
 
         Args:
             source_tokens: token string of every source id, in id order.
@@ -90,6 +153,14 @@ class VocabMap:
             source_marker: the source's space marker; ``None`` detects ``▁`` or ``Ġ``.
             target_marker: the target's space marker; ``None`` detects it.
             workers: threads to use; 1 runs serially, -1 uses every core.
+            normalize: ``"marker"`` (the published behaviour) or ``"bytes"``.
+            source_family: with ``"bytes"``, the source's spelling; ``None`` tells
+                it from the space marker.
+            target_family: the same for the target.
+            source_special_ids: with ``"bytes"``, ids of special source tokens.
+            target_special_ids: the same for the target.
+            special_token_map: with ``"bytes"``, source id -> target id of
+                special tokens with the same role (BOS, EOS, ...).
 
         Returns:
             The map.
@@ -97,18 +168,34 @@ class VocabMap:
         Raises:
             InputTypeError: a vocabulary is not a sequence of strings.
             MarkerDetectionError: a marker is ``None`` and cannot be detected.
-            InvalidInputError: an empty target vocabulary or a bad ``workers``.
+            InvalidInputError: an empty target vocabulary, a bad ``workers``, an
+                unknown option value or a special id outside its vocabulary.
 
         >>> vm = VocabMap.build(["Ġthe", "Ġcats"], ["▁the", "▁cat"])
         >>> vm.target_ids.tolist(), vm.distances.tolist()
         ([0, 1], [0, 1])
+        >>> VocabMap.build(["ĠcafÃ©"], ["▁caf", "▁café"], normalize="bytes").distances.tolist()
+        [0]
         """
         source_tokens = check_token_strings(source_tokens, "source_tokens")
         target_tokens = check_token_strings(target_tokens, "target_tokens")
         source_marker, target_marker = resolve_markers(source_tokens, target_tokens, source_marker, target_marker)
-        target_ids, distances = _core.build_vocab_map(
-            source_tokens, target_tokens, source_marker, target_marker, workers=checked_workers(workers)
-        )
+        normalize = checked_choice(normalize, "normalize", ("marker", "bytes"))
+        workers = checked_workers(workers)
+        if normalize == "marker":
+            target_ids, distances = _core.build_vocab_map(
+                source_tokens, target_tokens, source_marker, target_marker, workers=workers
+            )
+        else:
+            target_ids, distances = _core.build_byte_vocab_map(
+                source_tokens, target_tokens,
+                source_family=checked_family(source_family, "source_family") or _family_of(source_marker),
+                target_family=checked_family(target_family, "target_family") or _family_of(target_marker),
+                source_special_ids=checked_ids(source_special_ids, "source_special_ids"),
+                target_special_ids=checked_ids(target_special_ids, "target_special_ids"),
+                special_pairs=checked_pairs(special_token_map, "special_token_map"),
+                workers=workers,
+            )
         return cls(
             target_ids=_readonly(target_ids),
             distances=_readonly(distances),
@@ -116,6 +203,7 @@ class VocabMap:
             target_marker=target_marker,
             source_fingerprint=vocabulary_fingerprint(source_tokens),
             target_fingerprint=vocabulary_fingerprint(target_tokens),
+            normalize=normalize,  # type: ignore[arg-type]
         )
 
     @property
@@ -125,7 +213,8 @@ class VocabMap:
 
     @property
     def exact_share(self) -> float:
-        """Share of source tokens whose marker-swapped string is a target token."""
+        """Share of source tokens whose marker-swapped string (or, normalized to
+        bytes, whose bytes) is a target token."""
         return float(np.mean(self.distances == 0)) if self.source_size else 0.0
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -147,6 +236,7 @@ class VocabMap:
                 target_marker=np.str_(self.target_marker),
                 source_fingerprint=np.str_(self.source_fingerprint),
                 target_fingerprint=np.str_(self.target_fingerprint),
+                normalize=np.str_(self.normalize),
             )
 
     @classmethod
@@ -198,6 +288,8 @@ class VocabMap:
             target_marker=str(fields["target_marker"]),
             source_fingerprint=str(fields["source_fingerprint"]),
             target_fingerprint=str(fields["target_fingerprint"]),
+            # Maps saved before byte normalization existed compared marker-swapped strings.
+            normalize=str(fields.get("normalize", "marker")),  # type: ignore[arg-type]
         )
 
     def __eq__(self, other: object) -> bool:
@@ -206,11 +298,17 @@ class VocabMap:
         return (
             np.array_equal(self.target_ids, other.target_ids)
             and np.array_equal(self.distances, other.distances)
-            and (self.source_marker, self.target_marker, self.source_fingerprint, self.target_fingerprint)
-            == (other.source_marker, other.target_marker, other.source_fingerprint, other.target_fingerprint)
+            and (self.source_marker, self.target_marker, self.source_fingerprint, self.target_fingerprint,
+                 self.normalize)
+            == (other.source_marker, other.target_marker, other.source_fingerprint, other.target_fingerprint,
+                other.normalize)
         )
 
     __hash__ = None  # type: ignore[assignment]  # arrays are not hashable
+
+
+def _family_of(marker: str) -> Family:
+    return "byte_level" if marker == "\u0120" else "sentencepiece"
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

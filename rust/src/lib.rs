@@ -7,6 +7,7 @@
 pub mod align;
 pub mod edit_distance;
 pub mod error;
+pub mod normalize;
 pub mod parallel;
 pub mod remap;
 pub mod token_cost;

@@ -98,6 +98,16 @@ impl SymbolTable {
         table
     }
 
+    /// Takes sequences already made of symbols (bytes are symbols 0..=255).
+    pub fn from_sequences<T: IntoIterator<Item = u32>>(sequences: impl IntoIterator<Item = T>) -> Self {
+        let mut table = SymbolTable { symbols: Vec::new(), offsets: vec![0] };
+        for sequence in sequences {
+            table.symbols.extend(sequence);
+            table.offsets.push(table.symbols.len());
+        }
+        table
+    }
+
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
     }

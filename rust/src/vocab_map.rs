@@ -8,11 +8,14 @@
 //! only, kept as 64-bit signatures), and the remaining pairs run the bit-parallel
 //! kernel with an early exit at the current best.
 
+use std::collections::HashMap;
+
 use rayon::prelude::*;
 
 use crate::edit_distance::{dp_distance, PatternTable};
 use crate::error::{Error, Result};
-use crate::vocab::{first_occurrences, Alphabet, SymbolTable};
+use crate::normalize::NormalizedVocab;
+use crate::vocab::{Alphabet, SymbolTable};
 
 /// MinED image of every source token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,50 +240,107 @@ pub fn build_vocab_map<S: AsRef<str> + Sync>(
         return Err(Error::invalid("target_tokens", "the target vocabulary is empty"));
     }
     let swapped: Vec<String> = source.iter().map(|s| s.as_ref().replace(source_marker, target_marker)).collect();
-    let (_, first_target) = first_occurrences(target);
-
     let mut alphabet = Alphabet::default();
     let target_symbols = SymbolTable::encode(target.iter().map(AsRef::as_ref), &mut alphabet);
     let source_symbols = SymbolTable::encode(&swapped, &mut alphabet);
+    let every_target: Vec<u32> = (0..target.len() as u32).collect();
+    let (target_ids, distances) =
+        nearest_images(&source_symbols, &target_symbols, alphabet.len(), &every_target).into_iter().unzip();
+    Ok(VocabMap { target_ids, distances })
+}
 
+/// The MinED map over the exact bytes of the tokens (`normalize="bytes"`).
+///
+/// Ordinary source tokens map among ordinary target tokens by edit distance over
+/// bytes (a byte-fallback token with an ordinary twin is left out, so `a` maps
+/// onto `a` rather than `<0x61>`). A special source token maps to its counterpart in `special_pairs`
+/// (by role: BOS to BOS, ...) at distance 0; one without a counterpart maps by
+/// edit distance over its literal string among the special target tokens, so
+/// special and ordinary tokens never map onto each other while the other side
+/// has tokens of the same kind.
+pub fn build_byte_vocab_map(
+    source: &NormalizedVocab,
+    target: &NormalizedVocab,
+    source_tokens: &[String],
+    target_tokens: &[String],
+    special_pairs: &[(u32, u32)],
+) -> Result<VocabMap> {
+    if target.is_empty() {
+        return Err(Error::invalid("target_tokens", "the target vocabulary is empty"));
+    }
+    let ids_where = |vocab: &NormalizedVocab, special: bool| -> Vec<u32> {
+        (0..vocab.len() as u32).filter(|&id| vocab.is_special(id as usize) == special).collect()
+    };
+    let images = (0..target.len() as u32).filter(|&id| target.is_image(id as usize)).collect();
+    let or_all = |ids: Vec<u32>| if ids.is_empty() { (0..target.len() as u32).collect() } else { ids };
+    let mut target_ids = vec![0i32; source.len()];
+    let mut distances = vec![0i32; source.len()];
+    let mut place = |ids: &[u32], images: Vec<(i32, i32)>| {
+        for (&id, (t, d)) in ids.iter().zip(images) {
+            (target_ids[id as usize], distances[id as usize]) = (t, d);
+        }
+    };
+
+    let ordinary = ids_where(source, false);
+    let source_bytes = SymbolTable::from_sequences(ordinary.iter().map(|&id| source.get(id as usize).iter().map(|&b| u32::from(b))));
+    let target_bytes = SymbolTable::from_sequences((0..target.len()).map(|id| target.get(id).iter().map(|&b| u32::from(b))));
+    place(&ordinary, nearest_images(&source_bytes, &target_bytes, 256, &or_all(images)));
+
+    let paired: std::collections::HashMap<u32, u32> = special_pairs.iter().copied().collect();
+    let unpaired: Vec<u32> = ids_where(source, true).into_iter().filter(|id| !paired.contains_key(id)).collect();
+    if !unpaired.is_empty() {
+        let mut alphabet = Alphabet::default();
+        let target_strings = SymbolTable::encode(target_tokens, &mut alphabet);
+        let source_strings = SymbolTable::encode(unpaired.iter().map(|&id| &source_tokens[id as usize]), &mut alphabet);
+        let candidates = or_all(ids_where(target, true));
+        place(&unpaired, nearest_images(&source_strings, &target_strings, alphabet.len(), &candidates));
+    }
+    for (&s, &t) in &paired {
+        place(&[s], vec![(t as i32, 0)]);
+    }
+    Ok(VocabMap { target_ids, distances })
+}
+
+/// For every sequence of `source`, the nearest sequence of `target` among the
+/// ids in `candidates` (ascending, non-empty), ties to the lowest id: `(id,
+/// distance)`. Symbols are below `alphabet`.
+fn nearest_images(source: &SymbolTable, target: &SymbolTable, alphabet: usize, candidates: &[u32]) -> Vec<(i32, i32)> {
+    let mut first_target: HashMap<&[u32], u32> = HashMap::with_capacity(candidates.len());
     let mut buckets: Vec<LengthBucket> = Vec::new();
-    for (id, s) in target.iter().enumerate() {
-        if first_target[s.as_ref()] != id as u32 {
+    for &id in candidates {
+        let symbols = target.get(id as usize);
+        if *first_target.entry(symbols).or_insert(id) != id {
             continue; // a repeated string never beats its first occurrence
         }
-        let symbols = target_symbols.get(id);
         if buckets.len() <= symbols.len() {
             buckets.resize_with(symbols.len() + 1, LengthBucket::default);
         }
         let bucket = &mut buckets[symbols.len()];
-        bucket.ids.push(id as u32);
+        bucket.ids.push(id);
         bucket.signatures.push(signature(symbols));
     }
-    let distance_one = DeletionIndex::new(&target_symbols, buckets.iter().flat_map(|b| b.ids.iter().copied()));
-    let index = TargetIndex { symbols: &target_symbols, buckets };
+    let distance_one = DeletionIndex::new(target, buckets.iter().flat_map(|b| b.ids.iter().copied()));
+    let index = TargetIndex { symbols: target, buckets };
 
-    let pairs: Vec<(i32, i32)> = swapped
-        .par_iter()
-        .enumerate()
+    (0..source.len())
+        .into_par_iter()
         .map_init(
-            || PatternTable::new(alphabet.len()),
-            |table, (k, s)| match first_target.get(s.as_str()) {
-                Some(&id) => (id as i32, 0),
-                None => {
-                    let query = source_symbols.get(k);
-                    if table.set(query) {
-                        if let Some(id) = distance_one.nearest_at_one(query, &target_symbols, table) {
-                            return (id as i32, 1);
-                        }
-                    }
-                    let best = index.nearest(query, table);
-                    (best.id as i32, best.distance as i32)
+            || PatternTable::new(alphabet),
+            |table, k| {
+                let query = source.get(k);
+                if let Some(&id) = first_target.get(query) {
+                    return (id as i32, 0);
                 }
+                if table.set(query) {
+                    if let Some(id) = distance_one.nearest_at_one(query, target, table) {
+                        return (id as i32, 1);
+                    }
+                }
+                let best = index.nearest(query, table);
+                (best.id as i32, best.distance as i32)
             },
         )
-        .collect();
-    let (target_ids, distances) = pairs.into_iter().unzip();
-    Ok(VocabMap { target_ids, distances })
+        .collect()
 }
 
 #[cfg(test)]
@@ -335,7 +395,56 @@ mod tests {
         assert_eq!((map.target_ids[0], map.distances[0]), (2, 11));
     }
 
+    #[test]
+    fn byte_map_equates_spellings_and_pairs_specials_by_role() {
+        use crate::normalize::Family;
+        let source = strings(&["ĠcafÃ©", "Ċ", "<s>", "Ġx", "<|im_end|>"]);
+        let target = strings(&["<s>", "<0x0A>", "▁café", "\n", "▁y", "</s>"]);
+        let source_bytes = NormalizedVocab::new(&source, Family::ByteLevel, &[2, 4], "s").unwrap();
+        let target_bytes = NormalizedVocab::new(&target, Family::SentencePiece, &[0, 5], "t").unwrap();
+        let map = build_byte_vocab_map(&source_bytes, &target_bytes, &source, &target, &[(2, 0)]).unwrap();
+        // `\n` is the ordinary twin of `<0x0A>`; `<|im_end|>` has no role pair and
+        // maps among the special target tokens only (`<s>` and `</s>` tie at 8).
+        assert_eq!(map.target_ids, vec![2, 3, 0, 4, 0]);
+        assert_eq!(&map.distances[..4], &[0, 0, 0, 1]);
+    }
+
+    /// Brute-force byte MinED: byte-level source strings, SentencePiece targets.
+    fn byte_brute_force(source: &[String], target: &[String]) -> VocabMap {
+        use crate::normalize::{append_token_bytes, Family};
+        let symbols = |token: &str, family| {
+            let mut bytes = Vec::new();
+            append_token_bytes(token, family, &mut bytes);
+            bytes.into_iter().map(u32::from).collect::<Vec<u32>>()
+        };
+        let (mut ids, mut dists) = (Vec::new(), Vec::new());
+        for s in source {
+            let s = symbols(s, Family::ByteLevel);
+            let (mut best_id, mut best_d) = (0, u32::MAX);
+            for (id, t) in target.iter().enumerate() {
+                let t = symbols(t, Family::SentencePiece);
+                let d = dp_distance(&s, &t);
+                if d < best_d {
+                    (best_id, best_d) = (id, d);
+                }
+            }
+            ids.push(best_id as i32);
+            dists.push(best_d as i32);
+        }
+        VocabMap { target_ids: ids, distances: dists }
+    }
+
     proptest! {
+        #[test]
+        fn byte_map_equals_brute_force(source in proptest::collection::vec("[abĠé]{0,6}", 1..30),
+                                       target in proptest::collection::vec("[ab▁éc]{0,6}", 1..30)) {
+            use crate::normalize::Family;
+            let source_bytes = NormalizedVocab::new(&source, Family::ByteLevel, &[], "s").unwrap();
+            let target_bytes = NormalizedVocab::new(&target, Family::SentencePiece, &[], "t").unwrap();
+            let fast = build_byte_vocab_map(&source_bytes, &target_bytes, &source, &target, &[]).unwrap();
+            prop_assert_eq!(fast, byte_brute_force(&source, &target));
+        }
+
         #[test]
         fn equals_brute_force(source in proptest::collection::vec("[abĠ▁é]{0,6}", 1..30),
                               target in proptest::collection::vec("[ab▁éc]{0,6}", 1..30)) {

@@ -7,13 +7,15 @@ mod errors;
 use numpy::ndarray::{Array2, Array3};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::edit_distance as distance;
 use crate::parallel::{resolve_workers, run_with_workers};
-use crate::remap::{self, AlignCounts, BatchInput, OneHot, VocabAlign};
+use crate::normalize::{append_token_bytes, Family, NormalizedVocab};
+use crate::remap::{self, AlignCounts, AlignOptions, AlignerOptions, BatchInput, Candidates, Method, Normalize, OneHot,
+                   VocabAlign};
 use crate::vocab::detect_marker;
-use crate::vocab_map::{build_vocab_map as build_map, VocabMap};
+use crate::vocab_map::{build_byte_vocab_map as build_byte_map, build_vocab_map as build_map, VocabMap};
 use errors::IntoPyResult;
 
 /// Levenshtein distance between two strings over Unicode code points.
@@ -33,6 +35,49 @@ fn detect_space_marker(tokens: Vec<String>, argument: &str) -> PyResult<&'static
         _ => "tokens",
     };
     detect_marker(&tokens, arg).into_py_result()
+}
+
+fn family(name: Option<&str>, arg: &str) -> PyResult<Option<Family>> {
+    match name {
+        None => Ok(None),
+        Some("byte_level") => Ok(Some(Family::ByteLevel)),
+        Some("sentencepiece") => Ok(Some(Family::SentencePiece)),
+        Some(other) => errors::invalid(arg, format!("must be 'byte_level', 'sentencepiece' or None, got {other:?}")),
+    }
+}
+
+fn resolved_family(name: Option<&str>, tokens: &[String], arg: &'static str) -> PyResult<Family> {
+    match family(name, arg)? {
+        Some(f) => Ok(f),
+        None => Family::detect(tokens, arg).into_py_result(),
+    }
+}
+
+/// The exact bytes every token stands for (special ids: none).
+#[pyfunction]
+#[pyo3(signature = (tokens, *, family = None, special_ids = Vec::new()))]
+fn token_bytes<'py>(
+    py: Python<'py>,
+    tokens: Vec<String>,
+    family: Option<&str>,
+    special_ids: Vec<u32>,
+) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let family = resolved_family(family, &tokens, "family")?;
+    let special: std::collections::HashSet<u32> = special_ids.iter().copied().collect();
+    if let Some(&id) = special.iter().find(|&&id| id as usize >= tokens.len()) {
+        return errors::invalid("special_ids", format!("id {id} is outside the vocabulary (size {})", tokens.len()));
+    }
+    Ok(tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| {
+            let mut out = Vec::new();
+            if !special.contains(&(id as u32)) {
+                append_token_bytes(t, family, &mut out);
+            }
+            PyBytes::new(py, &out)
+        })
+        .collect())
 }
 
 type MapArrays<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i32>>);
@@ -62,6 +107,42 @@ fn build_vocab_map<'py>(
     Ok((map.target_ids.into_pyarray(py), map.distances.into_pyarray(py)))
 }
 
+/// MinED map over the exact bytes of the tokens: `(target_ids, distances)`.
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (source_tokens, target_tokens, *, source_family = None, target_family = None,
+                    source_special_ids = Vec::new(), target_special_ids = Vec::new(), special_pairs = Vec::new(),
+                    workers = -1))]
+fn build_byte_vocab_map<'py>(
+    py: Python<'py>,
+    source_tokens: Vec<String>,
+    target_tokens: Vec<String>,
+    source_family: Option<&str>,
+    target_family: Option<&str>,
+    source_special_ids: Vec<u32>,
+    target_special_ids: Vec<u32>,
+    special_pairs: Vec<(u32, u32)>,
+    workers: i64,
+) -> PyResult<MapArrays<'py>> {
+    let workers = resolve_workers(workers).into_py_result()?;
+    let source_family = resolved_family(source_family, &source_tokens, "source_tokens")?;
+    let target_family = resolved_family(target_family, &target_tokens, "target_tokens")?;
+    let map = py
+        .detach(|| {
+            let with_pairs = |ids: &[u32], side: fn(&(u32, u32)) -> u32| -> Vec<u32> {
+                ids.iter().copied().chain(special_pairs.iter().map(side)).collect()
+            };
+            let source = NormalizedVocab::new(&source_tokens, source_family,
+                                              &with_pairs(&source_special_ids, |p| p.0), "source_special_ids")?;
+            let target = NormalizedVocab::new(&target_tokens, target_family,
+                                              &with_pairs(&target_special_ids, |p| p.1), "target_special_ids")?;
+            run_with_workers(workers, || build_byte_map(&source, &target, &source_tokens, &target_tokens, &special_pairs))
+                .and_then(|r| r)
+        })
+        .into_py_result()?;
+    Ok((map.target_ids.into_pyarray(py), map.distances.into_pyarray(py)))
+}
+
 /// Both vocabularies prepared for alignment; immutable and safe to share
 /// between threads.
 #[pyclass(frozen, module = "fusellm_fast._core")]
@@ -76,6 +157,8 @@ fn counts_dict<'py>(py: Python<'py>, counts: &AlignCounts) -> PyResult<Bound<'py
     d.set_item("onehot", counts.onehot)?;
     d.set_item("empty", counts.empty)?;
     d.set_item("dropped_candidates", counts.dropped_candidates)?;
+    d.set_item("fallback_texts", counts.fallback_texts)?;
+    d.set_item("kept_mass", counts.kept_mass)?;
     Ok(d)
 }
 
@@ -94,18 +177,77 @@ type AlignResult<'py> =
 #[pymethods]
 impl Aligner {
     #[new]
-    #[pyo3(signature = (source_tokens, target_tokens, source_marker = None, target_marker = None))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (source_tokens, target_tokens, source_marker = None, target_marker = None, *,
+                        normalize = "marker", source_family = None, target_family = None,
+                        source_special_ids = Vec::new(), target_special_ids = Vec::new(), special_pairs = Vec::new()))]
     fn new(
         py: Python<'_>,
         source_tokens: Vec<String>,
         target_tokens: Vec<String>,
         source_marker: Option<&str>,
         target_marker: Option<&str>,
+        normalize: &str,
+        source_family: Option<&str>,
+        target_family: Option<&str>,
+        source_special_ids: Vec<u32>,
+        target_special_ids: Vec<u32>,
+        special_pairs: Vec<(u32, u32)>,
     ) -> PyResult<Self> {
+        let normalize = match normalize {
+            "marker" => Normalize::Marker,
+            "bytes" => Normalize::Bytes,
+            other => return errors::invalid("normalize", format!("must be 'marker' or 'bytes', got {other:?}")),
+        };
+        let options = AlignerOptions {
+            source_marker,
+            target_marker,
+            normalize,
+            source_family: family(source_family, "source_family")?,
+            target_family: family(target_family, "target_family")?,
+            source_special_ids: &source_special_ids,
+            target_special_ids: &target_special_ids,
+            special_pairs: &special_pairs,
+        };
         let inner = py
-            .detach(|| remap::Aligner::new(source_tokens, target_tokens, source_marker, target_marker))
+            .detach(|| remap::Aligner::with_options(source_tokens, target_tokens, &options))
             .into_py_result()?;
         Ok(Aligner { inner })
+    }
+
+    #[getter]
+    fn normalize(&self) -> &'static str {
+        match self.inner.normalize() {
+            Normalize::Marker => "marker",
+            Normalize::Bytes => "bytes",
+        }
+    }
+
+    /// The concatenated bytes of a sequence of token ids of one side.
+    #[pyo3(signature = (ids, *, side))]
+    fn text_bytes<'py>(&self, py: Python<'py>, ids: Vec<i64>, side: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let vocab = match side {
+            "source" => self.inner.source_bytes(),
+            "target" => self.inner.target_bytes(),
+            other => return errors::invalid("side", format!("must be 'source' or 'target', got {other:?}")),
+        };
+        let mut text = Vec::new();
+        for (pos, &id) in ids.iter().enumerate() {
+            if id < 0 || id as usize >= vocab.len() {
+                return errors::invalid("ids", format!("position {pos}: id {id} is outside the vocabulary (size {})", vocab.len()));
+            }
+            text.extend_from_slice(vocab.get(id as usize));
+        }
+        Ok(PyBytes::new(py, &text))
+    }
+
+    /// The byte-prefix image of every source id (-1: none).
+    #[pyo3(signature = (*, workers = -1))]
+    fn prefix_map<'py>(&self, py: Python<'py>, workers: i64) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        let workers = resolve_workers(workers).into_py_result()?;
+        let inner = &self.inner;
+        let map = py.detach(|| run_with_workers(workers, || inner.prefix_map().to_vec())).into_py_result()?;
+        Ok(map.into_pyarray(py))
     }
 
     #[getter]
@@ -152,7 +294,8 @@ impl Aligner {
     /// Aligns a batch given as flat buffers plus per-text starts and lengths.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (target_ids, target_starts, target_lengths, source_ids, source_starts, source_lengths,
-                        topk_ids, topk_logits, topk_starts, *, vocab_align, onehot, workers))]
+                        topk_ids, topk_logits, topk_starts, *, vocab_align, onehot, workers,
+                        method = "dtw", candidates = "mined"))]
     fn align<'py>(
         &self,
         py: Python<'py>,
@@ -168,7 +311,20 @@ impl Aligner {
         vocab_align: &str,
         onehot: &str,
         workers: i64,
+        method: &str,
+        candidates: &str,
     ) -> PyResult<AlignResult<'py>> {
+        let method = match method {
+            "dtw" => Method::Dtw,
+            "offsets" => Method::Offsets,
+            "boundary" => Method::Boundary,
+            other => return errors::invalid("method", format!("must be 'dtw', 'offsets' or 'boundary', got {other:?}")),
+        };
+        let candidates = match candidates {
+            "mined" => Candidates::Mined,
+            "prefix" => Candidates::Prefix,
+            other => return errors::invalid("candidates", format!("must be 'mined' or 'prefix', got {other:?}")),
+        };
         let vocab_align = match vocab_align {
             "soft" => VocabAlign::Soft,
             "hard" => VocabAlign::Hard,
@@ -179,6 +335,7 @@ impl Aligner {
             "current" => OneHot::Current,
             other => return errors::invalid("onehot", format!("must be 'next' or 'current', got {other:?}")),
         };
+        let options = AlignOptions { vocab_align, onehot, method, candidates };
         let workers = resolve_workers(workers).into_py_result()?;
         let target_starts = usize_vec(&target_starts, "target_ids")?;
         let target_lengths = usize_vec(&target_lengths, "target_ids")?;
@@ -207,7 +364,7 @@ impl Aligner {
                     topk_starts: &topk_starts,
                     k,
                 };
-                py.detach(|| run_with_workers(workers, || inner.align_batch(&input, vocab_align, onehot)).and_then(|r| r))
+                py.detach(|| run_with_workers(workers, || inner.align_batch_with(&input, &options)).and_then(|r| r))
             }};
         }
         let out = if let Ok(ids) = topk_ids.extract::<PyReadonlyArray2<'py, i32>>() {
@@ -234,6 +391,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(edit_distance, m)?)?;
     m.add_function(wrap_pyfunction!(detect_space_marker, m)?)?;
     m.add_function(wrap_pyfunction!(build_vocab_map, m)?)?;
+    m.add_function(wrap_pyfunction!(build_byte_vocab_map, m)?)?;
+    m.add_function(wrap_pyfunction!(token_bytes, m)?)?;
     m.add_class::<Aligner>()?;
     m.add("STATUS_PADDING", remap::status::PADDING)?;
     m.add("STATUS_EMPTY", remap::status::EMPTY)?;
