@@ -206,8 +206,9 @@ impl TargetIndex<'_> {
         }
     }
 
-    fn nearest(&self, source: &[u32], table: &mut PatternTable) -> Best {
-        table.set(source);
+    /// The nearest target to `source`, which `table` already holds as its
+    /// pattern (when it fits in 64 symbols).
+    fn nearest(&self, source: &[u32], table: &PatternTable) -> Best {
         let query = Query::new(source);
         let len = source.len();
         let mut best = Best { distance: u32::MAX, id: u32::MAX };
@@ -336,6 +337,7 @@ fn nearest_images(source: &SymbolTable, target: &SymbolTable, alphabet: usize, c
                         return (id as i32, 1);
                     }
                 }
+                // The table still holds `query` as its pattern.
                 let best = index.nearest(query, table);
                 (best.id as i32, best.distance as i32)
             },
