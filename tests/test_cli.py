@@ -90,6 +90,20 @@ def test_every_stage_through_the_command(workspace: dict[str, Path], capsys: pyt
         assert row["teacher_logits"].shape == (3, length, 5)
         assert row["teacher_ce"].shape == (3,) and np.isfinite(row["teacher_ce"]).all()
         assert row["teacher_ids"].max() < 300
+    # The other alignment methods: boundary pairs every position offsets pairs, and more.
+    matched = {}
+    for method, candidates in (("offsets", "mined"), ("boundary", "prefix")):
+        run("align", "--target", root / "t", "--source", root / "source_a", "--source", root / "source_b",
+            "-o", root / f"aligned-{method}", "--method", method, "--candidates", candidates, "--normalize", "bytes",
+            "--ce-unit", "byte")
+        capsys.readouterr()
+        report = summary(root / f"aligned-{method}")
+        assert (report["method"], report["candidates"], report["normalize"], report["ce_unit"]) == (
+            method, candidates, "bytes", "byte")
+        assert all(0 < source["kept_mass_rate"] <= 1 + 1e-6 for source in report["sources"])
+        matched[method] = [source["matched"] for source in report["sources"]]
+    assert all(b >= o for b, o in zip(matched["boundary"], matched["offsets"]))
+    assert matched["boundary"] != matched["offsets"]
     # Training reads blocks lazily; they equal packing everything at once.
     lazy = PackedBlocks(rows, block_size=32)
     eager = pack_examples(rows, block_size=32)
@@ -176,3 +190,45 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> 
     assert result.stderr.strip().splitlines() == [
         f"fusellm-fast vocab-map: error: SOURCE: {str(tmp_path / 'a')!r} is not a directory"
     ]
+
+
+def test_demo_compares_every_alignment_setting_over_seeds(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = demo.run_demo(tmp_path, demo.DemoConfig.quick(threads=1), seeds=2, jobs=2, show_progress=False,
+                           log=lines.append)
+    assert [seed["seed"] for seed in result.seeds] == [0, 1]
+    assert result.seeds[0]["perplexity"] != result.seeds[1]["perplexity"]
+    runs = {demo.CLM_RUN, demo.CONTROL_RUN} | {
+        demo.SETTING_PREFIX + s.name + f", CE per {s.ce_unit}" for s in demo.ALIGNMENT_SETTINGS}
+    assert runs <= set(result.perplexity)
+    for model, values in result.perplexity.items():
+        for domain in demo.DOMAINS:
+            per_seed = [seed["perplexity"][model][domain] for seed in result.seeds]
+            assert values[domain] == pytest.approx(np.mean(per_seed), abs=1e-3)
+            assert result.perplexity_spread[model][domain] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-3)
+    assert len(result.settings) == len(demo.ALIGNMENT_SETTINGS)
+    for row in result.settings:
+        run = demo.SETTING_PREFIX + row["name"] + f", CE per {row['ce_unit']}"
+        for domain in demo.DOMAINS:
+            kept = []
+            for seed in result.seeds:
+                ppl = seed["perplexity"]
+                clm = ppl[demo.CLM_RUN][domain]
+                kept.append((clm - ppl[run][domain]) / (clm - ppl[demo.CONTROL_RUN][domain]))
+            assert row["kept_gain"][domain] == pytest.approx(np.mean(kept), abs=1e-3)
+        assert all(0 < rate <= 1 for rate in row["matched"].values())
+    by_name = {(row["name"], row["ce_unit"]): row for row in result.settings}
+    for source in demo.SOURCES:
+        # Same end byte is a weaker requirement than the same span.
+        assert (by_name[("boundary, bytes, prefix", "byte")]["matched"][source]
+                >= by_name[("offsets, bytes, MinED", "byte")]["matched"][source])
+    saved = json.loads((tmp_path / "demo_results.json").read_text(encoding="utf-8"))
+    assert saved["settings"] == json.loads(json.dumps(result.settings))
+    table = (tmp_path / "demo_table.md").read_text(encoding="utf-8")
+    assert "| published: dtw, marker, MinED, current-token stand-in | token |" in table
+    assert (tmp_path / "demo_curves.png").stat().st_size > 10_000
+
+
+def test_demo_rejects_bad_seed_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--quick", "--seeds", "0", "-o", "unused"]) == 2
+    assert "seeds: must be a positive int, got 0" in capsys.readouterr().err

@@ -73,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", default="fusellm-demo", help="working directory (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="a tiny setting that only checks the plumbing")
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
+    demo.add_argument("--seeds", type=int, default=1, help="repeat the run with this many seeds (default: %(default)s)")
+    demo.add_argument("--jobs", type=int, default=1,
+                      help="seeds run at the same time, one process each (default: %(default)s)")
     demo.add_argument("--lm-weight", type=float, default=None, help="lambda of the fusion runs (default: 0.9)")
     demo.add_argument("--top-k", type=int, default=None, help="teacher list length (default: 10)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -116,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="token a one-hot stand-in points at; 'current' reproduces the published code")
     align.add_argument("--ce-unit", choices=("token", "byte"), default="token",
                        help="CE that ranks the teachers: per token (paper) or per byte of text")
+    align.add_argument("--method", choices=("dtw", "offsets", "boundary"), default="dtw",
+                       help="how positions are paired (default: %(default)s)")
+    align.add_argument("--candidates", choices=("mined", "prefix"), default="mined",
+                       help="how source candidates map to target ids (default: %(default)s)")
+    align.add_argument("--normalize", choices=("marker", "bytes"), default="marker",
+                       help="token normalization of the MinED map and of dtw (default: %(default)s)")
     align.add_argument("--workers", type=int, default=-1)
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(run=_run_align)
@@ -158,11 +167,11 @@ def _run_demo(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
-    result = run_demo(args.output, config, show_progress=not args.no_progress,
+    result = run_demo(args.output, config, seeds=args.seeds, jobs=args.jobs, show_progress=not args.no_progress,
                       log=lambda line: print(line, file=sys.stderr))
     print(result.table())
     print()
-    print("alignment match rates: " + ", ".join(f"{name} {rate:.1%}" for name, rate in result.match_rates.items()))
+    print(result.settings_table())
     print(f"figures: {args.output}/demo_results.json, plot: {args.output}/demo_curves.png")
 
 
@@ -188,7 +197,8 @@ def _run_align(args: argparse.Namespace) -> dict[str, Any]:
     from .pipeline import align
 
     summary = align(args.target, args.source, args.output, vocab_maps=args.vocab_map,
-                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, workers=args.workers,
+                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, method=args.method,
+                    candidates=args.candidates, normalize=args.normalize, workers=args.workers,
                     show_progress=not args.no_progress)
     return asdict(summary)
 

@@ -23,15 +23,17 @@ texts, so that models with different tokenizers are compared on the same footing
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import pathlib
 import random
+import shutil
 import sysconfig
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -73,7 +75,7 @@ class DemoConfig:
     chunk_chars: int = 400
     block_size: int = 128
     batch_size: int = 8
-    source_steps: int = 200
+    source_steps: int = 600
     target_steps: int = 40
     fusion_steps: int = 100
     source_domain_share: float = 0.9
@@ -94,39 +96,99 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class AlignmentSetting:
+    """One way of aligning the sources to the target (see :func:`fusellm_fast.align_batch`) and of
+    ranking the teachers (``ce_unit``)."""
+
+    name: str
+    method: Literal["dtw", "offsets", "boundary"]
+    candidates: Literal["mined", "prefix"]
+    normalize: Literal["marker", "bytes"]
+    onehot: Literal["next", "current"]
+    ce_unit: Literal["token", "byte"]
+
+    def align_options(self) -> dict[str, str]:
+        """The keyword arguments of :func:`fusellm_fast.pipeline.align` for this setting."""
+        return {"method": self.method, "candidates": self.candidates, "normalize": self.normalize,
+                "onehot": self.onehot, "ce_unit": self.ce_unit}
+
+
+def _settings() -> tuple[AlignmentSetting, ...]:
+    published = AlignmentSetting("published: dtw, marker, MinED, current-token stand-in", "dtw", "mined", "marker",
+                                 "current", "token")
+    corrected = [("dtw, marker, MinED", "dtw", "mined", "marker"), ("dtw, bytes, MinED", "dtw", "mined", "bytes"),
+                 ("offsets, bytes, MinED", "offsets", "mined", "bytes"),
+                 ("boundary, bytes, prefix", "boundary", "prefix", "bytes")]
+    return (published, *(AlignmentSetting(name, method, candidates, normalize, "next", ce_unit)
+                         for name, method, candidates, normalize in corrected for ce_unit in ("token", "byte")))
+
+
+ALIGNMENT_SETTINGS = _settings()
+"""Every setting the demo compares: the published alignment, then the others with the next-token
+stand-in, each with the teachers ranked by CE per token and per byte."""
+
+CLM_RUN = "CLM only"
+CONTROL_RUN = "MinCE, sources on the target's tokenizer"
+SETTING_PREFIX = "MinCE, "
+
+
+@dataclass(frozen=True)
 class DemoResult:
-    """Every figure of a demo run (also written as ``demo_results.json``).
+    """Every figure of a demo run over one or more seeds (also written as ``demo_results.json``).
 
     Attributes:
-        perplexity: per model, per domain, held-out perplexity per target token.
-        bits_per_byte: the same NLL in bits per UTF-8 byte.
-        match_rates: per source, the share of target positions that received its distribution.
-        teacher_choice: per fusion run, each model's mean fusion weight over training (for MinCE,
-            the share of blocks that picked it); model 0 is the target itself.
-        curves: per target run, the logged training steps and the causal-LM term of the loss.
-        seconds: wall time per phase.
-        config: the settings used.
+        perplexity: per model, per domain, held-out perplexity per target token, mean over seeds.
+        perplexity_spread: the same, sample standard deviation over seeds (0 for one seed).
+        settings: per alignment setting (one row of :data:`ALIGNMENT_SETTINGS`): its options,
+            ``matched`` (per source, the mean share of target positions that received the source's
+            distribution), ``kept_mass`` (per source, the mean share of top-k probability that
+            survived the candidate mapping), ``kept_gain`` and ``kept_gain_spread`` (per domain,
+            mean and spread over seeds of the share of the identical-tokenizer gain kept:
+            ``(CLM - run) / (CLM - control)`` in perplexity).
+        seeds: per seed, its own figures: ``perplexity``, ``bits_per_byte``, ``matched``,
+            ``kept_mass``, ``teacher_choice`` (per fusion run, each model's mean fusion weight; for
+            MinCE the share of blocks that picked it; model 0 is the target), ``curves`` (per
+            continual-training run, the logged steps and the causal-LM term of the loss) and
+            ``seconds`` (wall time per phase).
+        config: the settings used (``seed`` is the first seed).
     """
 
     perplexity: dict[str, dict[str, float]]
-    bits_per_byte: dict[str, dict[str, float]]
-    match_rates: dict[str, float]
-    teacher_choice: dict[str, list[float]]
-    curves: dict[str, dict[str, list[float]]]
-    seconds: dict[str, float]
+    perplexity_spread: dict[str, dict[str, float]]
+    settings: list[dict[str, Any]]
+    seeds: list[dict[str, Any]]
     config: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
-        """The perplexity table as Markdown.
+        """The perplexity of every model as Markdown (mean ± spread with several seeds).
 
-        >>> DemoResult({"m": {"code": 2.0, "prose": 3.0}}, {}, {}, {}, {}, {}).table().splitlines()[2]
-        '| m | 2.00 | 3.00 |'
+        >>> DemoResult({"m": {"code": 2.0, "prose": 3.0}}, {"m": {"code": 0.0, "prose": 0.0}}, [], [{}]).table()
+        '| model | code ppl | prose ppl |\\n|---|---:|---:|\\n| m | 2.00 | 3.00 |'
         """
-        lines = ["| model | " + " | ".join(f"{d} ppl" for d in DOMAINS) + " |",
-                 "|---|" + "---:|" * len(DOMAINS)]
+        lines = ["| model | " + " | ".join(f"{d} ppl" for d in DOMAINS) + " |", "|---|" + "---:|" * len(DOMAINS)]
         for model, values in self.perplexity.items():
-            lines.append(f"| {model} | " + " | ".join(f"{values[d]:.2f}" for d in DOMAINS) + " |")
+            lines.append(f"| {model} | " + " | ".join(self._cell(model, d) for d in DOMAINS) + " |")
         return "\n".join(lines)
+
+    def settings_table(self) -> str:
+        """Per alignment setting: matched positions, perplexity and the share of the
+        identical-tokenizer gain kept, as Markdown."""
+        sources = list(SOURCES)
+        lines = ["| alignment | CE unit | matched (A / B) | " + " | ".join(f"{d} ppl" for d in DOMAINS)
+                 + " | " + " | ".join(f"kept, {d}" for d in DOMAINS) + " |",
+                 "|---|---|---:|" + "---:|" * (2 * len(DOMAINS))]
+        for row in self.settings:
+            run = SETTING_PREFIX + row["name"] + f", CE per {row['ce_unit']}"
+            matched = " / ".join(f"{row['matched'][s]:.1%}" for s in sources)
+            kept = [f"{row['kept_gain'][d]:.0%}" + (f" ± {row['kept_gain_spread'][d]:.0%}" if len(self.seeds) > 1 else "")
+                    for d in DOMAINS]
+            lines.append(f"| {row['name']} | {row['ce_unit']} | {matched} | "
+                         + " | ".join(self._cell(run, d) for d in DOMAINS) + " | " + " | ".join(kept) + " |")
+        return "\n".join(lines)
+
+    def _cell(self, model: str, domain: str) -> str:
+        mean = f"{self.perplexity[model][domain]:.2f}"
+        return mean + (f" ± {self.perplexity_spread[model][domain]:.2f}" if len(self.seeds) > 1 else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,56 +370,102 @@ SOURCES = {
     "source A (code, byte-level BPE)": ("byte_bpe", "gpt2", "code"),
     "source B (prose, SentencePiece BPE)": ("sp_bpe", "llama", "prose"),
 }
+CONTROL_SOURCES = {name: f"{name.split(' (')[0]} on the target's tokenizer" for name in SOURCES}
 
 
 @dataclass(frozen=True)
 class TargetRun:
-    """One way of continually training the target; ``lm_weight=None`` takes the config's."""
+    """One way of continually training the target: on which aligned data, how."""
 
     name: str
+    aligned: str
     method: Literal["min_ce", "avg_ce"]
-    lm_weight: float | None
-    ce_unit: Literal["token", "byte"]
-
-
-TARGET_RUNS = (
-    TargetRun("CLM only", "min_ce", 1.0, "token"),
-    TargetRun("FuseLLM MinCE", "min_ce", None, "token"),
-    TargetRun("FuseLLM AvgCE", "avg_ce", None, "token"),
-    # The paper's per-token CE favours finer tokenizers when ranking teachers; per byte is fair.
-    TargetRun("FuseLLM MinCE, CE per byte", "min_ce", None, "byte"),
-)
+    lm_weight: float
 
 
 def run_demo(
     output: str | os.PathLike[str],
     config: DemoConfig = DemoConfig(),
     *,
+    seeds: int = 1,
+    jobs: int = 1,
     show_progress: bool = True,
     log: Any = print,
 ) -> DemoResult:
-    """Runs the whole miniature and writes ``demo_results.json``, ``demo_table.md`` and
-    ``demo_curves.png`` into ``output`` (models and intermediate stages go below it too).
+    """Runs the whole miniature once per seed and writes ``demo_results.json``, ``demo_table.md``
+    and ``demo_curves.png`` into ``output`` (each seed's models and stage directories go below
+    ``output/seed-S``).
+
+    Per seed: two sources on other tokenizers than the target's, the same two sources (same data,
+    steps and seeds) on the target's tokenizer as the control, the target; a teacher pass of each;
+    the sources aligned to the target in every :data:`ALIGNMENT_SETTINGS` row; and continual
+    training of the target with the same blocks and steps: plain CLM, MinCE with the control
+    sources (no alignment needed), MinCE in every setting, and AvgCE in the library's default one.
 
     Args:
         output: the working directory.
-        config: the sizes.
+        config: the sizes; ``config.seed`` is the first seed.
+        seeds: how many seeds (``config.seed``, ``config.seed + 1``, ...).
+        jobs: seeds run at the same time, each in its own process.
         show_progress: draw progress bars.
         log: called with one line of text per phase.
 
     Returns:
         Every figure of the run.
 
+    Raises:
+        InvalidInputError: ``seeds`` or ``jobs`` is not a positive int.
+
     >>> result = run_demo("demo-out", DemoConfig.quick(), log=lambda line: None)  # doctest: +SKIP
     >>> sorted(result.perplexity)[0]  # doctest: +SKIP
     'CLM only'
     """
+    for name, value in (("seeds", seeds), ("jobs", jobs)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise InvalidInputError(f"{name}: must be a positive int, got {value!r}")
+    root = pathlib.Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    if jobs > 1 and config.threads is None:
+        config = replace(config, threads=max(1, (os.cpu_count() or 1) // min(jobs, seeds)))
+    configs = [replace(config, seed=config.seed + offset) for offset in range(seeds)]
+    directories = [root / f"seed-{c.seed}" for c in configs]
+    if jobs == 1:
+        per_seed = [run_seed(d, c, show_progress=show_progress, log=log) for d, c in zip(directories, configs)]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        # Spawned, not forked: torch's thread pools do not survive a fork.
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_seed = list(pool.map(_run_seed_quietly, directories, configs))
+    result = summarize(per_seed, config)
+    (root / "demo_results.json").write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
+    (root / "demo_table.md").write_text(result.table() + "\n\n" + result.settings_table() + "\n", encoding="utf-8")
+    plot_curves(per_seed[0]["curves"], root / "demo_curves.png",
+                runs=[CLM_RUN, CONTROL_RUN, SETTING_PREFIX + default_setting().name + f", CE per {default_setting().ce_unit}",
+                      SETTING_PREFIX + ALIGNMENT_SETTINGS[0].name + ", CE per token"])
+    return result
+
+
+def _run_seed_quietly(directory: pathlib.Path, config: DemoConfig) -> dict[str, Any]:
+    return run_seed(directory, config, show_progress=False, log=lambda line: print(f"[seed {config.seed}] {line}", flush=True))
+
+
+def default_setting() -> AlignmentSetting:
+    """The row of :data:`ALIGNMENT_SETTINGS` with the defaults of :func:`fusellm_fast.pipeline.align`."""
+    parameters = inspect.signature(pipeline.align).parameters
+    return next(s for s in ALIGNMENT_SETTINGS if all(parameters[k].default == v for k, v in s.align_options().items()))
+
+
+def run_seed(directory: pathlib.Path, config: DemoConfig, *, show_progress: bool = True,
+             log: Any = print) -> dict[str, Any]:
+    """One seed of :func:`run_demo`; the figures of that seed (see :attr:`DemoResult.seeds`)."""
     import torch
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    root = pathlib.Path(output)
+    root = pathlib.Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -372,25 +480,28 @@ def run_demo(
     rng = random.Random(config.seed)
     corpora = split_corpora(domain_texts(config.chunk_chars), eval_texts=config.eval_texts, seed=config.seed)
     tokens_per_step = config.batch_size * config.block_size
+
     # About 3.5 characters per token: enough text for every block to be seen about once.
     def texts_for(steps: int) -> int:
         return max(64, steps * tokens_per_step * 7 // (2 * config.chunk_chars))
 
     other = {"code": "prose", "prose": "code"}
+    even = {"code": 0.5, "prose": 0.5}
     share = config.source_domain_share
+    target_tokenizer = train_tokenizer("sp_bpe", mixture(corpora.pool, even, texts_for(config.source_steps), rng),
+                                       config.vocab_size)
     models: dict[str, tuple[Any, Any]] = {}
     for index, (name, (kind, architecture, domain)) in enumerate(SOURCES.items()):
         texts = mixture(corpora.pool, {domain: share, other[domain]: 1 - share}, texts_for(config.source_steps), rng)
-        tokenizer = train_tokenizer(kind, texts, config.vocab_size)
-        model = new_model(architecture, tokenizer, config, config.seed + index)
-        pretrain(model, packed_blocks(tokenizer, texts, config.block_size), steps=config.source_steps,
-                 batch_size=config.batch_size, learning_rate=3e-3, seed=config.seed + index)
-        models[name] = (model, tokenizer)
-        phase(f"train {name}")
-    even = {"code": 0.5, "prose": 0.5}
+        # The control source: same architecture, data, steps and seeds, the target's tokenizer.
+        for model_name, tokenizer in ((name, train_tokenizer(kind, texts, config.vocab_size)),
+                                      (CONTROL_SOURCES[name], target_tokenizer)):
+            model = new_model(architecture, tokenizer, config, config.seed + index)
+            pretrain(model, packed_blocks(tokenizer, texts, config.block_size), steps=config.source_steps,
+                     batch_size=config.batch_size, learning_rate=3e-3, seed=config.seed + index)
+            models[model_name] = (model, tokenizer)
+            phase(f"train {model_name}")
     target_texts = mixture(corpora.pool, even, texts_for(config.target_steps), rng)
-    target_tokenizer = train_tokenizer("sp_bpe", mixture(corpora.pool, even, texts_for(config.source_steps), rng),
-                                       config.vocab_size)
     target = new_model("llama", target_tokenizer, config, config.seed + 10)
     pretrain(target, packed_blocks(target_tokenizer, target_texts, config.block_size), steps=config.target_steps,
              batch_size=config.batch_size, learning_rate=3e-3, seed=config.seed + 10)
@@ -399,70 +510,116 @@ def run_demo(
 
     model_dirs = {}
     for name, (model, tokenizer) in models.items():
-        directory = root / "models" / _slug(name)
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        model_dirs[name] = directory
-
+        model_dirs[name] = root / "models" / _slug(name)
+        model.save_pretrained(model_dirs[name])
+        tokenizer.save_pretrained(model_dirs[name])
     fusion_texts = mixture(corpora.pool, even, texts_for(config.fusion_steps), rng)
     teacher_dirs = {}
-    for name, directory in model_dirs.items():
+    for name, model_dir in model_dirs.items():
         teacher_dirs[name] = root / "teacher" / _slug(name)
-        pipeline.extract(directory, [], teacher_dirs[name], texts=fusion_texts, top_k=config.top_k,
+        pipeline.extract(model_dir, [], teacher_dirs[name], texts=fusion_texts, top_k=config.top_k,
                          max_length=max_tokens(config), batch_size=16, show_progress=show_progress)
-    phase("extract (3 teacher passes)")
-    source_names = list(SOURCES)
-    for ce_unit in sorted({run.ce_unit for run in TARGET_RUNS}):
-        aligned = pipeline.align(teacher_dirs["target before"], [teacher_dirs[n] for n in source_names],
-                                 root / f"aligned-ce-per-{ce_unit}", ce_unit=ce_unit, show_progress=show_progress)
-    match_rates = {name: s["matched_rate"] for name, s in zip(source_names, aligned.sources)}
-    phase("align")
+    phase(f"extract ({len(model_dirs)} teacher passes)")
+
+    target_teacher = teacher_dirs["target before"]
+    matched, kept_mass = {}, {}
+    for setting in ALIGNMENT_SETTINGS:
+        summary = pipeline.align(target_teacher, [teacher_dirs[n] for n in SOURCES], root / "aligned" / _slug(
+            setting.name + " " + setting.ce_unit), show_progress=show_progress, **setting.align_options())
+        matched[setting.name] = {n: round(s["matched_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
+        kept_mass[setting.name] = {n: round(s["kept_mass_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
+    pipeline.align(target_teacher, [teacher_dirs[CONTROL_SOURCES[n]] for n in SOURCES], root / "aligned" / "control",
+                   show_progress=show_progress)
+    phase("align (every setting)")
+
+    default = default_setting()
+    runs = [TargetRun(CLM_RUN, "control", "min_ce", 1.0), TargetRun(CONTROL_RUN, "control", "min_ce", config.lm_weight)]
+    runs += [TargetRun(SETTING_PREFIX + s.name + f", CE per {s.ce_unit}", _slug(s.name + " " + s.ce_unit), "min_ce",
+                       config.lm_weight) for s in ALIGNMENT_SETTINGS]
+    runs.append(TargetRun(f"AvgCE, {default.name}, CE per {default.ce_unit}", _slug(default.name + " " + default.ce_unit),
+                          "avg_ce", config.lm_weight))
+    held_out_bytes = {d: sum(len(text.encode("utf-8")) for text in corpora.held_out[d]) for d in DOMAINS}
+    target_counts = {d: held_out_nll(target, target_tokenizer, corpora.held_out[d])[1] for d in DOMAINS}
+    perplexity: dict[str, dict[str, float]] = {}
+    bits: dict[str, dict[str, float]] = {}
+
+    def evaluate(name: str, model: Any, tokenizer: Any) -> None:
+        perplexity[name], bits[name] = {}, {}
+        for domain in DOMAINS:
+            nll, _ = held_out_nll(model, tokenizer, corpora.held_out[domain])
+            perplexity[name][domain] = round(math.exp(nll / target_counts[domain]), 3)
+            bits[name][domain] = round(nll / math.log(2) / held_out_bytes[domain], 4)
+
+    for name, (model, tokenizer) in models.items():
+        evaluate(name, model, tokenizer)
+    phase("evaluate the sources and the target")
 
     from transformers import AutoModelForCausalLM
 
     curves, teacher_choice = {}, {}
-    for run in TARGET_RUNS:
-        run_name = run.name
-        lm_weight = config.lm_weight if run.lm_weight is None else run.lm_weight
-        run_dir = root / "runs" / _slug(run_name)
+    for run in runs:
+        run_dir = root / "runs" / _slug(run.name)
         summary = pipeline.train(
-            model_dirs["target before"], root / f"aligned-ce-per-{run.ce_unit}", run_dir, method=run.method,
-            lm_weight=lm_weight, block_size=config.block_size, batch_size=config.batch_size,
+            model_dirs["target before"], root / "aligned" / run.aligned, run_dir, method=run.method,
+            lm_weight=run.lm_weight, block_size=config.block_size, batch_size=config.batch_size,
             learning_rate=config.fusion_learning_rate, warmup_ratio=0.05, max_steps=config.fusion_steps,
             seed=config.seed, logging_steps=max(1, config.fusion_steps // 30), show_progress=show_progress,
         )
         history = summary.log_history
-        curves[run_name] = {"step": [e["step"] for e in history], "loss_clm": [e["loss_clm"] for e in history]}
-        if lm_weight < 1.0:
+        curves[run.name] = {"step": [e["step"] for e in history], "loss_clm": [e["loss_clm"] for e in history]}
+        if run.lm_weight < 1.0:
             weights = [[e[f"teacher_weight_{n}"] for n in range(1 + len(SOURCES))] for e in history]
-            teacher_choice[run_name] = [round(float(w), 4) for w in np.mean(weights, axis=0)]
-        models[run_name] = (AutoModelForCausalLM.from_pretrained(run_dir), target_tokenizer)
-        phase(f"train {run_name}")
-
-    perplexity: dict[str, dict[str, float]] = {}
-    bits: dict[str, dict[str, float]] = {}
-    target_counts = {d: held_out_nll(target, target_tokenizer, corpora.held_out[d])[1] for d in DOMAINS}
-    for name, (model, tokenizer) in models.items():
-        perplexity[name], bits[name] = {}, {}
-        for domain in DOMAINS:
-            nll, _ = held_out_nll(model, tokenizer, corpora.held_out[domain])
-            num_bytes = sum(len(text.encode("utf-8")) for text in corpora.held_out[domain])
-            perplexity[name][domain] = round(math.exp(nll / target_counts[domain]), 3)
-            bits[name][domain] = round(nll / math.log(2) / num_bytes, 4)
-    phase("evaluate")
-
-    result = DemoResult(perplexity=perplexity, bits_per_byte=bits, match_rates=match_rates,
-                        teacher_choice=teacher_choice, curves=curves, seconds=seconds, config=asdict(config))
-    (root / "demo_results.json").write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
-    (root / "demo_table.md").write_text(result.table() + "\n", encoding="utf-8")
-    plot_curves(result, root / "demo_curves.png")
-    return result
+            teacher_choice[run.name] = [round(float(w), 4) for w in np.mean(weights, axis=0)]
+        evaluate(run.name, AutoModelForCausalLM.from_pretrained(run_dir), target_tokenizer)
+        # The run directory holds a full model per run; the figures are all that is kept.
+        shutil.rmtree(run_dir)
+        phase(f"train and evaluate {run.name}")
+    return {"seed": config.seed, "perplexity": perplexity, "bits_per_byte": bits, "matched": matched,
+            "kept_mass": kept_mass, "teacher_choice": teacher_choice, "curves": curves, "seconds": seconds}
 
 
-def plot_curves(result: DemoResult, path: pathlib.Path, *, baseline: str = "CLM only") -> None:
-    """Two panels: the causal-LM term of each target run's training loss (moving average), and
-    its difference from the baseline run's at each logged step. All runs see the same blocks in
-    the same order, so the difference is free of the batch-to-batch noise of the loss itself."""
+def kept_gain(perplexity: dict[str, dict[str, float]], run: str, domain: str) -> float:
+    """Share of the identical-tokenizer fusion gain over CLM that ``run`` keeps, in perplexity.
+
+    >>> kept_gain({"CLM only": {"code": 30.0}, CONTROL_RUN: {"code": 28.0}, "x": {"code": 29.0}}, "x", "code")
+    0.5
+    """
+    gain = perplexity[CLM_RUN][domain] - perplexity[CONTROL_RUN][domain]
+    return (perplexity[CLM_RUN][domain] - perplexity[run][domain]) / gain if gain else float("nan")
+
+
+def summarize(per_seed: list[dict[str, Any]], config: DemoConfig) -> DemoResult:
+    """Means and spreads over seeds of the per-seed figures of :func:`run_seed`."""
+
+    def spread(values: list[float]) -> float:
+        return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    models = list(per_seed[0]["perplexity"])
+    values = {m: {d: [seed["perplexity"][m][d] for seed in per_seed] for d in DOMAINS} for m in models}
+    rows = []
+    for setting in ALIGNMENT_SETTINGS:
+        run = SETTING_PREFIX + setting.name + f", CE per {setting.ce_unit}"
+        kept = {d: [kept_gain(seed["perplexity"], run, d) for seed in per_seed] for d in DOMAINS}
+        rows.append({
+            **asdict(setting),
+            "matched": {n: round(float(np.mean([seed["matched"][setting.name][n] for seed in per_seed])), 4)
+                        for n in SOURCES},
+            "kept_mass": {n: round(float(np.mean([seed["kept_mass"][setting.name][n] for seed in per_seed])), 4)
+                          for n in SOURCES},
+            "kept_gain": {d: round(float(np.mean(kept[d])), 4) for d in DOMAINS},
+            "kept_gain_spread": {d: round(spread(kept[d]), 4) for d in DOMAINS},
+        })
+    return DemoResult(
+        perplexity={m: {d: round(float(np.mean(v)), 3) for d, v in values[m].items()} for m in models},
+        perplexity_spread={m: {d: round(spread(v), 3) for d, v in values[m].items()} for m in models},
+        settings=rows, seeds=per_seed, config=asdict(config))
+
+
+def plot_curves(curves: dict[str, dict[str, list[float]]], path: pathlib.Path, *, runs: Sequence[str],
+                baseline: str = CLM_RUN) -> None:
+    """Two panels: the causal-LM term of the training loss of each of ``runs`` (moving average),
+    and its difference from the baseline run's at each logged step. All runs see the same blocks
+    in the same order, so the difference is free of the batch-to-batch noise of the loss itself."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -473,8 +630,9 @@ def plot_curves(result: DemoResult, path: pathlib.Path, *, baseline: str = "CLM 
         return np.convolve(padded, np.ones(window) / window, mode="valid")
 
     figure, (losses, differences) = pyplot.subplots(1, 2, figsize=(11, 4.0), dpi=110)
-    reference = np.asarray(result.curves[baseline]["loss_clm"])
-    for name, curve in result.curves.items():
+    reference = np.asarray(curves[baseline]["loss_clm"])
+    for name in dict.fromkeys(runs):
+        curve = curves[name]
         losses.plot(curve["step"], smooth(curve["loss_clm"]), label=name)
         differences.plot(curve["step"], smooth(list(np.asarray(curve["loss_clm"]) - reference)), label=name)
     losses.set_ylabel("causal-LM loss on the training blocks (nats/token)")

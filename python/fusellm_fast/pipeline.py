@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -35,7 +36,7 @@ import numpy as np
 
 from .alignment import Aligner, align_batch, tokenizer_vocabulary
 from .errors import FuseLLMError, InvalidInputError, MarkerDetectionError, VocabMapError
-from .vocab_map import VocabMap, vocabulary_fingerprint
+from .vocab_map import Normalize, VocabMap, vocabulary_fingerprint
 
 __all__ = [
     "AlignSummary",
@@ -266,11 +267,16 @@ class AlignSummary:
     texts: int
     target_tokens: int
     sources: list[dict[str, Any]]
-    """Per source: its directory, ``matched_rate``, the ``positions``, ``matched``, ``onehot``,
-    ``empty`` and ``dropped_candidates`` counts, and the vocabulary map's exact-match share."""
+    """Per source: its directory, ``matched_rate``, ``kept_mass_rate`` (see
+    :class:`~fusellm_fast.AlignmentCounts`), the ``positions``, ``matched``, ``onehot``, ``empty``,
+    ``dropped_candidates``, ``fallback_texts`` and ``kept_mass`` counts, and the vocabulary map's
+    exact-match share (``None`` where no map was needed)."""
     vocab_align: str
     onehot: str
     ce_unit: str
+    method: str
+    candidates: str
+    normalize: str
     target_tokenizer_fingerprint: str
     corpus_fingerprint: str
     seconds: float
@@ -626,6 +632,9 @@ def align(
     vocab_align: Literal["soft", "hard"] = "soft",
     onehot: Literal["next", "current"] = "next",
     ce_unit: CeUnit = "token",
+    method: Literal["dtw", "offsets", "boundary"] = "dtw",
+    candidates: Literal["mined", "prefix"] = "mined",
+    normalize: Normalize = "marker",
     batch_texts: int = 256,
     workers: int = -1,
     show_progress: bool = True,
@@ -655,6 +664,9 @@ def align(
         ce_unit: ``"token"``: each model's mean NLL per token of its own tokenization (the
             paper's CE); ``"byte"``: its summed NLL per byte of text, which ranks models with
             different tokenizers fairly.
+        method, candidates: as in :func:`~fusellm_fast.align_batch`.
+        normalize: the token normalization of the MinED map and of ``dtw``'s costs, as in
+            :class:`~fusellm_fast.Aligner`.
         batch_texts: texts per :func:`~fusellm_fast.align_batch` call.
         workers: threads; -1 uses every core.
         show_progress: draw a progress bar.
@@ -693,12 +705,13 @@ def align(
                 raise PipelineError(f"--vocab-map: {str(map_path)!r} does not exist")
             vocab_map = VocabMap.load(map_path)
         try:
-            aligners.append(Aligner.from_tokenizers(source_pass.tokenizer, target_pass.tokenizer, vocab_map=vocab_map))
+            aligners.append(Aligner.from_tokenizers(source_pass.tokenizer, target_pass.tokenizer, vocab_map=vocab_map,
+                                                    normalize=normalize))
         except VocabMapError as error:
             raise PipelineError(f"--vocab-map: {str(map_path)!r} {error}") from None
         except MarkerDetectionError as error:
             raise PipelineError(f"--source: {str(source_pass.directory)!r}: {error}") from None
-        if vocab_align == "soft":
+        if vocab_align == "soft" and (method == "dtw" or candidates == "mined"):
             aligners[-1].build_vocab_map(workers=workers)
 
     from .trainer import build_fusion_examples
@@ -706,7 +719,8 @@ def align(
     target_records = target_pass.records.with_format("numpy")
     source_records = [p.records.with_format("numpy") for p in source_passes]
     total = len(target_records)
-    counts = [{"matched": 0, "onehot": 0, "empty": 0, "dropped_candidates": 0, "positions": 0} for _ in sources]
+    counts = [{"matched": 0, "onehot": 0, "empty": 0, "dropped_candidates": 0, "positions": 0, "fallback_texts": 0,
+               "kept_mass": 0.0} for _ in sources]
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     # Each batch goes to disk as its own part, so that memory holds one batch whatever the corpus size.
@@ -722,7 +736,8 @@ def align(
             for n, (aligner, theirs) in enumerate(zip(aligners, others)):
                 aligned = align_batch(aligner, list(own["input_ids"]), list(theirs["input_ids"]),
                                       list(theirs["topk_ids"]), list(theirs["topk_logits"]),
-                                      vocab_align=vocab_align, onehot=onehot, workers=workers)
+                                      vocab_align=vocab_align, onehot=onehot, workers=workers, method=method,
+                                      candidates=candidates)
                 for key in counts[n]:
                     counts[n][key] += getattr(aligned.counts, key)
                 aligned_sources.append(aligned)
@@ -744,6 +759,7 @@ def align(
             {
                 "directory": str(source),
                 "matched_rate": c["matched"] / c["positions"] if c["positions"] else 0.0,
+                "kept_mass_rate": c["kept_mass"] / c["matched"] if c["matched"] else 0.0,
                 **c,
                 "vocab_map_exact_share": aligner.vocab_map.exact_share if aligner.vocab_map else None,
             }
@@ -752,6 +768,9 @@ def align(
         vocab_align=vocab_align,
         onehot=onehot,
         ce_unit=ce_unit,
+        method=method,
+        candidates=candidates,
+        normalize=normalize,
         target_tokenizer_fingerprint=target_pass.identity["tokenizer_fingerprint"],
         corpus_fingerprint=target_pass.identity["corpus_fingerprint"],
         seconds=seconds,
@@ -804,10 +823,12 @@ class PackedBlocks:
             raise PipelineError(f"--block-size: must be a positive int, got {block_size!r}")
         import pyarrow.compute as pc
 
-        self._rows = rows.with_format("numpy")
+        # Rows are read as Arrow and turned into arrays by hand: the numpy formatter of ``datasets``
+        # walks nested lists element by element, which costs more than a training step.
+        self._rows = rows.with_format("arrow")
         self._block_size = block_size
         # Row lengths straight from the Arrow offsets: the token ids themselves stay on disk.
-        lengths = pc.list_value_length(rows.with_format("arrow")[:]["input_ids"]).to_numpy().astype(np.int64)
+        lengths = pc.list_value_length(self._rows[:]["input_ids"]).to_numpy().astype(np.int64)
         self._row_starts = np.concatenate([[0], np.cumsum(lengths)])
 
     def __len__(self) -> int:
@@ -821,13 +842,29 @@ class PackedBlocks:
         start = index * self._block_size
         first = int(np.searchsorted(self._row_starts, start, side="right")) - 1
         last = int(np.searchsorted(self._row_starts, start + self._block_size, side="left"))
-        rows = [self._rows[r] for r in range(first, last)]
+        table = self._rows[first:last]
+        rows = [{name: _rectangular_array(table[name][r]) for name in table.column_names} for r in range(last - first)]
         offset = start - int(self._row_starts[first])
         # A text's CE is one value for all its tokens, so trimming the first row keeps the block's mean right.
         rows[0] = {**rows[0], "input_ids": rows[0]["input_ids"][offset:],
                    "teacher_ids": rows[0]["teacher_ids"][:, offset:],
                    "teacher_logits": rows[0]["teacher_logits"][:, offset:]}
         return pack_examples(rows, block_size=self._block_size)[0]
+
+
+def _rectangular_array(value: Any) -> Any:
+    """One cell of an Arrow table as numpy: nested lists of equal lengths become an n-d array."""
+    import pyarrow as pa
+
+    if not isinstance(value, pa.ListScalar):
+        return value.as_py()
+    values = value.values
+    shape = [len(values)]
+    while pa.types.is_list(values.type):
+        inner = values.flatten()
+        shape.append(len(inner) // math.prod(shape) if math.prod(shape) else 0)
+        values = inner
+    return values.to_numpy(zero_copy_only=False).reshape(shape)
 
 
 def train(
