@@ -539,6 +539,33 @@ def test_min_ce_per_byte_picks_the_model_with_the_lowest_ce_per_byte():
         assert fused.weights[:, 0].tolist() == [float(m == chosen) for m in range(2)]
 
 
+def test_token_level_ce_is_carried_over_through_the_alignment():
+    # Source position i holds the CE of source token i + 1; the alignment pairs target positions
+    # 1 and 2 with source positions 0 and 1 (source_positions). Target positions without a pair,
+    # and positions that predict nothing (the last), take the text's CE.
+    target = {"input_ids": np.array([1, 2, 3], np.int32), "topk_ids": np.zeros((3, 1), np.int32),
+              "topk_logits": np.zeros((3, 1), np.float32), "token_ce": np.array([0.8, 1.2], np.float32),
+              "ce": 1.0, "total_ce": 2.0, "num_bytes": 5}
+    source = {"input_ids": np.array([4, 5], np.int32), "topk_ids": np.zeros((2, 1), np.int32),
+              "topk_logits": np.zeros((2, 1), np.float32), "token_ce": np.array([0.6], np.float32),
+              "ce": 0.6, "total_ce": 0.6, "num_bytes": 5}
+    aligned = SimpleNamespace(ids=np.zeros((1, 3, 1), np.int32), logits=np.zeros((1, 3, 1), np.float32),
+                              lengths=np.array([3]), source_positions=np.array([[-1, 0, 1]], np.int32))
+    by_token = build_fusion_examples([target], [aligned], [[source]], ce_level="token")[0]["teacher_ce"]
+    # Source position 1 is the last: it predicts nothing, so the text's CE stands in.
+    np.testing.assert_allclose(by_token, [[0.8, 1.2, 1.0], [0.6, 0.6, 0.6]], rtol=1e-6)
+    # Per byte: each token's CE over the bytes of the token it predicts (ids 2, 3: 2 and 1 bytes;
+    # id 5: 2 bytes); texts' CE per byte where there is no token.
+    lengths = [np.array([0, 0, 2, 1, 3, 2]), np.array([0, 0, 2, 1, 3, 2])]
+    by_byte = build_fusion_examples([target], [aligned], [[source]], ce_level="token", ce_unit="byte",
+                                    byte_lengths=lengths)[0]["teacher_ce"]
+    np.testing.assert_allclose(by_byte, [[0.4, 1.2, 0.4], [0.12, 0.3, 0.12]], rtol=1e-6)
+    with pytest.raises(InvalidInputError, match="byte_lengths"):
+        build_fusion_examples([target], [aligned], [[source]], ce_level="token", ce_unit="byte")
+    with pytest.raises(InvalidInputError, match="ce_level"):
+        build_fusion_examples([target], [aligned], [[source]], ce_level="word")
+
+
 def test_docstring_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples create an output directory
     results = doctest.testmod(trainer_module)

@@ -117,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument("--vocab-align", choices=("soft", "hard"), default="soft")
     align.add_argument("--onehot", choices=("next", "current"), default="next",
                        help="token a one-hot stand-in points at; 'current' reproduces the published code")
+    align.add_argument("--ce-level", choices=("sequence", "token"), default="sequence",
+                       help="one CE per text (the paper) or per target position (default: %(default)s)")
     align.add_argument("--ce-unit", choices=("token", "byte"), default="token",
                        help="CE that ranks the teachers: per token (paper) or per byte of text")
     align.add_argument("--method", choices=("dtw", "offsets", "boundary"), default="dtw",
@@ -136,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--method", choices=("min_ce", "avg_ce"), default="min_ce")
     train.add_argument("--lm-weight", type=float, default=0.9, help="lambda; 1.0 is plain continual training")
     train.add_argument("--temperature", type=float, default=1.0)
+    train.add_argument("--level", choices=("sequence", "token"), default=None,
+                       help="choose teachers per block or per position (default: the aligned data's --ce-level)")
     train.add_argument("--block-size", type=int, default=2048)
     train.add_argument("--batch-size", type=int, default=1, help="blocks per device and step")
     train.add_argument("--gradient-accumulation-steps", type=int, default=1)
@@ -197,7 +201,7 @@ def _run_align(args: argparse.Namespace) -> dict[str, Any]:
     from .pipeline import align
 
     summary = align(args.target, args.source, args.output, vocab_maps=args.vocab_map,
-                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, method=args.method,
+                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, ce_level=args.ce_level, method=args.method,
                     candidates=args.candidates, normalize=args.normalize, workers=args.workers,
                     show_progress=not args.no_progress)
     return asdict(summary)
@@ -208,7 +212,7 @@ def _run_train(args: argparse.Namespace) -> dict[str, Any]:
 
     summary = train(
         args.target_model, args.aligned, args.output, method=args.method, lm_weight=args.lm_weight,
-        temperature=args.temperature, block_size=args.block_size,
+        temperature=args.temperature, level=args.level, block_size=args.block_size,
         batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         learning_rate=args.learning_rate, lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, adam_beta2=args.adam_beta2, epochs=args.epochs, max_steps=args.max_steps,

@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .alignment import Aligner, align_batch, tokenizer_vocabulary
+from .alignment import Aligner, align_batch, special_ids, tokenizer_vocabulary
 from .errors import FuseLLMError, InvalidInputError, MarkerDetectionError, VocabMapError
-from .vocab_map import Normalize, VocabMap, vocabulary_fingerprint
+from .vocab_map import Normalize, VocabMap, token_bytes, vocabulary_fingerprint
 
 __all__ = [
     "AlignSummary",
@@ -274,6 +274,7 @@ class AlignSummary:
     vocab_align: str
     onehot: str
     ce_unit: str
+    ce_level: str
     method: str
     candidates: str
     normalize: str
@@ -292,6 +293,8 @@ class TrainSummary:
     block_size: int
     method: str
     lm_weight: float
+    level: str
+    """Where the teachers were chosen: per block (``"sequence"``) or per position (``"token"``)."""
     ce_unit: str
     """The unit of the CE that ranked the teachers, chosen at the align stage."""
     final_loss: float
@@ -632,6 +635,7 @@ def align(
     vocab_align: Literal["soft", "hard"] = "soft",
     onehot: Literal["next", "current"] = "next",
     ce_unit: CeUnit = "token",
+    ce_level: Literal["sequence", "token"] = "sequence",
     method: Literal["dtw", "offsets", "boundary"] = "dtw",
     candidates: Literal["mined", "prefix"] = "mined",
     normalize: Normalize = "marker",
@@ -664,6 +668,9 @@ def align(
         ce_unit: ``"token"``: each model's mean NLL per token of its own tokenization (the
             paper's CE); ``"byte"``: its summed NLL per byte of text, which ranks models with
             different tokenizers fairly.
+        ce_level: ``"sequence"``: one CE per text and model (the paper); ``"token"``: one per
+            target position, carried over from each source through the alignment (see
+            :func:`~fusellm_fast.trainer.build_fusion_examples`); train it with ``level="token"``.
         method, candidates: as in :func:`~fusellm_fast.align_batch`.
         normalize: the token normalization of the MinED map and of ``dtw``'s costs, as in
             :class:`~fusellm_fast.Aligner`.
@@ -716,6 +723,9 @@ def align(
 
     from .trainer import build_fusion_examples
 
+    byte_lengths = None
+    if ce_level == "token" and ce_unit == "byte":
+        byte_lengths = [_token_byte_lengths(p.tokenizer) for p in (target_pass, *source_passes)]
     target_records = target_pass.records.with_format("numpy")
     source_records = [p.records.with_format("numpy") for p in source_passes]
     total = len(target_records)
@@ -742,7 +752,7 @@ def align(
                     counts[n][key] += getattr(aligned.counts, key)
                 aligned_sources.append(aligned)
             examples = build_fusion_examples(_rows(own), aligned_sources, [_rows(theirs) for theirs in others],
-                                             ce_unit=ce_unit)
+                                             ce_unit=ce_unit, ce_level=ce_level, byte_lengths=byte_lengths)
             table = {"text_index": pa.array(own["text_index"], pa.int64())}
             for key in ("input_ids", "teacher_ids", "teacher_logits", "teacher_ce"):
                 table[key] = nested_array([example[key] for example in examples])
@@ -768,6 +778,7 @@ def align(
         vocab_align=vocab_align,
         onehot=onehot,
         ce_unit=ce_unit,
+        ce_level=ce_level,
         method=method,
         candidates=candidates,
         normalize=normalize,
@@ -788,6 +799,12 @@ def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # Stage 4: training
 # --------------------------------------------------------------------------------------------
+
+
+def _token_byte_lengths(tokenizer: Any) -> np.ndarray:
+    """The UTF-8 byte length of every token of ``tokenizer`` (special tokens: 0)."""
+    tokens = tokenizer_vocabulary(tokenizer, "tokenizer")
+    return np.array([len(b) for b in token_bytes(tokens, special_ids=special_ids(tokenizer))], dtype=np.int64)
 
 
 def load_aligned(directory: PathLike, *, arg: str) -> tuple[Any, dict[str, Any]]:
@@ -818,9 +835,10 @@ class PackedBlocks:
     (2048,)
     """
 
-    def __init__(self, rows: Any, *, block_size: int) -> None:
+    def __init__(self, rows: Any, *, block_size: int, level: Literal["sequence", "token"] = "sequence") -> None:
         if not (isinstance(block_size, int) and block_size >= 1):
             raise PipelineError(f"--block-size: must be a positive int, got {block_size!r}")
+        self._level = level
         import pyarrow.compute as pc
 
         # Rows are read as Arrow and turned into arrays by hand: the numpy formatter of ``datasets``
@@ -845,11 +863,14 @@ class PackedBlocks:
         table = self._rows[first:last]
         rows = [{name: _rectangular_array(table[name][r]) for name in table.column_names} for r in range(last - first)]
         offset = start - int(self._row_starts[first])
-        # A text's CE is one value for all its tokens, so trimming the first row keeps the block's mean right.
+        # A text's CE is one value for all its tokens, so trimming the first row keeps the block's mean
+        # right; token-level CE is trimmed with the tokens.
+        ce = rows[0]["teacher_ce"]
         rows[0] = {**rows[0], "input_ids": rows[0]["input_ids"][offset:],
                    "teacher_ids": rows[0]["teacher_ids"][:, offset:],
-                   "teacher_logits": rows[0]["teacher_logits"][:, offset:]}
-        return pack_examples(rows, block_size=self._block_size)[0]
+                   "teacher_logits": rows[0]["teacher_logits"][:, offset:],
+                   "teacher_ce": ce[:, offset:] if ce.ndim == 2 else ce}
+        return pack_examples(rows, block_size=self._block_size, level=self._level)[0]
 
 
 def _rectangular_array(value: Any) -> Any:
@@ -875,6 +896,7 @@ def train(
     method: Literal["min_ce", "avg_ce"] = "min_ce",
     lm_weight: float = 0.9,
     temperature: float = 1.0,
+    level: Literal["sequence", "token"] | None = None,
     block_size: int = 2048,
     batch_size: int = 1,
     gradient_accumulation_steps: int = 1,
@@ -914,6 +936,8 @@ def train(
         method: ``"min_ce"`` or ``"avg_ce"``.
         lm_weight: lambda, the weight of the causal LM loss.
         temperature: teacher temperature.
+        level: where MinCE/AvgCE choose: per block (``"sequence"``, the paper) or per position
+            (``"token"``); ``None`` follows the aligned data's ``ce_level``.
         block_size: tokens per training block.
         batch_size: blocks per device and step.
         gradient_accumulation_steps: steps per optimizer update.
@@ -952,7 +976,8 @@ def train(
         )
     # Full-precision weights: with --bf16 the trainer runs mixed precision on top of them.
     model = load_model(target_model, arg="TARGET_MODEL", tokenizer=tokenizer, dtype=torch.float32)
-    blocks = PackedBlocks(examples, block_size=block_size)
+    level = level or summary.get("ce_level", "sequence")
+    blocks = PackedBlocks(examples, block_size=block_size, level=level)
     if not len(blocks):
         raise PipelineError(f"--block-size: the aligned data hold fewer than {block_size} tokens; "
                             "lower --block-size or add data")
@@ -964,6 +989,7 @@ def train(
         method=method,
         lm_weight=lm_weight,
         temperature=temperature,
+        level=level,
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
         learning_rate=learning_rate,
@@ -1011,6 +1037,7 @@ def train(
         block_size=block_size,
         method=method,
         lm_weight=lm_weight,
+        level=level,
         ce_unit=summary["ce_unit"],
         final_loss=float(history[-1]["loss"]) if history else float(result.training_loss),
         seconds=seconds,

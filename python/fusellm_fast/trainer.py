@@ -54,6 +54,7 @@ class AlignedLists(Protocol):
     ids: np.ndarray  # int [B, L, K], -1 = empty slot
     logits: np.ndarray  # float [B, L, K]
     lengths: np.ndarray  # int [B]
+    source_positions: np.ndarray  # int [B, L], the paired source position, -1 = none (token-level CE only)
 
 
 def build_fusion_examples(
@@ -62,6 +63,8 @@ def build_fusion_examples(
     source_rows: Sequence[Sequence[Mapping[str, Any]]],
     *,
     ce_unit: CeUnit = "token",
+    ce_level: CeLevel = "sequence",
+    byte_lengths: Sequence[np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Combine the target's teacher rows with the sources' aligned lists into fusion examples.
 
@@ -75,14 +78,23 @@ def build_fusion_examples(
         ce_unit: ``"token"`` is the paper's mean CE per token of each model's own tokenization;
             ``"byte"`` divides the text's total CE by its UTF-8 bytes, which compares models with
             different tokenizers fairly.
+        ce_level: ``"sequence"``: one CE per text and model, ``teacher_ce [N]``. ``"token"``: one
+            per target position, ``teacher_ce [N, L]``: the target's CE of its next token, and
+            each source's CE of the next token at the source position paired with the target
+            position by the alignment (``source_positions``); positions without a pair, and the
+            last one, take the model's CE of the whole text. With ``ce_unit="byte"`` each token's
+            CE is divided by the bytes of the token it predicts.
+        byte_lengths: for ``ce_level="token"`` with ``ce_unit="byte"``: per model (the target,
+            then the sources), the UTF-8 byte length of every token id.
 
     Returns:
-        One fusion example per text with sequence-level ``teacher_ce [N]``; list lengths of the
-        models are padded to the longest with empty slots.
+        One fusion example per text; list lengths of the models are padded to the longest with
+        empty slots.
 
     Raises:
         InvalidInputError: the numbers of texts or sources disagree, a row lacks a column, an aligned
-            row's length is not the target's, or ``ce_unit`` is not one of its choices.
+            row's length is not the target's, an option is not one of its choices, or
+            ``byte_lengths`` is missing where it is needed.
 
     >>> from types import SimpleNamespace
     >>> row = {"input_ids": [5, 6, 2], "topk_ids": [[6, 7]] * 3, "topk_logits": [[1.0, 0.0]] * 3,
@@ -93,6 +105,11 @@ def build_fusion_examples(
     ((2, 3, 2), [0.5, 0.5])
     """
     checked_choice(ce_unit, "ce_unit", get_args(CeUnit))
+    checked_choice(ce_level, "ce_level", get_args(CeLevel))
+    per_byte_tokens = ce_level == "token" and ce_unit == "byte"
+    if per_byte_tokens and (byte_lengths is None or len(byte_lengths) != 1 + len(aligned_sources)):
+        raise InvalidInputError("byte_lengths: give one array per model (the target, then each source) "
+                                "for token-level CE per byte")
     if len(aligned_sources) != len(source_rows):
         raise InvalidInputError(
             f"source_rows: must have one entry per source like aligned_sources, "
@@ -108,10 +125,19 @@ def build_fusion_examples(
             )
 
     def ce(name: str, row: Mapping[str, Any]) -> float:
-        missing = [key for key in _TEACHER_ROW_KEYS if key not in row]
+        missing = [key for key in (*_TEACHER_ROW_KEYS, *(("token_ce",) if ce_level == "token" else ())) if key not in row]
         if missing:
             raise InvalidInputError(f"{name}: lacks {missing}")
         return float(row["ce"]) if ce_unit == "token" else float(row["total_ce"]) / max(int(row["num_bytes"]), 1)
+
+    def token_ce(model: int, row: Mapping[str, Any], positions: np.ndarray, text_ce: float) -> np.ndarray:
+        """The model's CE of its next token at ``positions`` of its own tokenization (-1: none)."""
+        own_ce = np.asarray(row["token_ce"], dtype=np.float64)
+        if per_byte_tokens:
+            lengths = np.asarray(byte_lengths[model])  # type: ignore[index]
+            own_ce = own_ce / np.maximum(lengths[np.asarray(row["input_ids"])[1:]], 1)
+        has_ce = (positions >= 0) & (positions < len(own_ce))
+        return np.where(has_ce, own_ce[np.where(has_ce, positions, 0)] if len(own_ce) else 0.0, text_ce)
 
     examples = []
     for b in range(len(target_rows)):
@@ -128,15 +154,19 @@ def build_fusion_examples(
                 )
             lists.append((aligned.ids[b, :length], aligned.logits[b, :length]))
         slots = max(ids.shape[-1] for ids, _ in lists)
+        text_ce = [own_ce] + [ce(f"source_rows[{n}][{b}]", rows[b]) for n, rows in enumerate(source_rows)]
+        if ce_level == "token":
+            models_ce = [token_ce(0, own, np.arange(length), own_ce)] + [
+                token_ce(1 + n, rows[b], np.asarray(aligned.source_positions[b, :length]), text_ce[1 + n])
+                for n, (aligned, rows) in enumerate(zip(aligned_sources, source_rows))]
+        else:
+            models_ce = text_ce
         examples.append(
             {
                 "input_ids": input_ids,
                 "teacher_ids": np.stack([_pad_slots(ids, slots, -1) for ids, _ in lists]).astype(np.int32),
                 "teacher_logits": np.stack([_pad_slots(lg, slots, 0.0) for _, lg in lists]).astype(np.float32),
-                "teacher_ce": np.array(
-                    [own_ce] + [ce(f"source_rows[{n}][{b}]", rows[b]) for n, rows in enumerate(source_rows)],
-                    dtype=np.float32,
-                ),
+                "teacher_ce": np.array(models_ce, dtype=np.float32),
             }
         )
     return examples
