@@ -95,7 +95,7 @@ def test_every_stage_through_the_command(workspace: dict[str, Path], capsys: pyt
     for method, candidates in (("offsets", "mined"), ("boundary", "prefix")):
         run("align", "--target", root / "t", "--source", root / "source_a", "--source", root / "source_b",
             "-o", root / f"aligned-{method}", "--method", method, "--candidates", candidates, "--normalize", "bytes",
-            "--ce-unit", "byte")
+            "--ce-unit", "byte", "--ce-level", "token" if method == "boundary" else "sequence")
         capsys.readouterr()
         report = summary(root / f"aligned-{method}")
         assert (report["method"], report["candidates"], report["normalize"], report["ce_unit"]) == (
@@ -104,6 +104,14 @@ def test_every_stage_through_the_command(workspace: dict[str, Path], capsys: pyt
         matched[method] = [source["matched"] for source in report["sources"]]
     assert all(b >= o for b, o in zip(matched["boundary"], matched["offsets"]))
     assert matched["boundary"] != matched["offsets"]
+    token_rows = load_aligned(root / "aligned-boundary", arg="ALIGNED_DIR")[0].with_format("numpy")
+    for row in token_rows.select(range(0, 80, 13)):
+        assert row["teacher_ce"].shape == (3, len(row["input_ids"])) and np.isfinite(row["teacher_ce"]).all()
+        assert len(np.unique(row["teacher_ce"][1])) > 1  # per position, not one value per text
+    run("train", workspace["target"], root / "aligned-boundary", "-o", root / "fused-token", "--block-size", 32,
+        "--batch-size", 4, "--max-steps", 4, "--logging-steps", 2)
+    capsys.readouterr()
+    assert summary(root / "fused-token")["level"] == "token"
     # Training reads blocks lazily; they equal packing everything at once.
     lazy = PackedBlocks(rows, block_size=32)
     eager = pack_examples(rows, block_size=32)

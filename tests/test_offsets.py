@@ -83,6 +83,10 @@ def test_matched_pairs_end_at_the_same_byte_real(pair, method):
         end_to_position = {int(e): i for i, e in enumerate(s_ends)}
         for j in np.flatnonzero(out.status[b, : len(t)] == ff.PositionStatus.MATCHED):
             assert int(t_ends[j]) in end_to_position
+            assert out.source_positions[b, j] == end_to_position[int(t_ends[j])]
+        stand_ins = out.status[b, : len(t)] == ff.PositionStatus.ONEHOT
+        assert (out.source_positions[b, : len(t)][stand_ins] == -1).all()
+        assert (out.source_positions[b, len(t) :] == -1).all()
 
 
 # A toy byte-level vocabulary: the single bytes of a small alphabet plus the
@@ -152,6 +156,7 @@ def test_matched_pairs_end_at_the_same_byte(tokenizations, method, k, seed):
         if method == "offsets":
             partner = partner[s_starts[partner] == t_starts[j]]
         kept = _kept_mass(topk[0][partner[0]], logits[0][partner[0]], prefix) if len(partner) else 0.0
+        assert out.source_positions[0, j] == (partner[0] if len(partner) else -1)
         if not len(partner) or kept == 0.0:
             assert out.status[0, j] != ff.PositionStatus.MATCHED
             continue
@@ -185,10 +190,11 @@ def test_identical_tokenizers_match_everything_unchanged():
     ids = _tokenized(tokenizer, TEXTS[:8])
     rng = np.random.default_rng(0)
     topk, logits = _random_topk(ids, aligner.source_size, 4, rng)
-    for method in ("offsets", "boundary"):
+    for method in ("dtw", "offsets", "boundary"):
         out = align_batch(aligner, ids, ids, topk, logits, method=method, vocab_align="hard")
         assert out.counts.matched_rate == 1.0
         for b, row in enumerate(topk):
+            np.testing.assert_array_equal(out.source_positions[b, : len(row)], np.arange(len(row)))
             np.testing.assert_array_equal(out.ids[b, : len(row)], row)
             np.testing.assert_array_equal(out.logits[b, : len(row)], logits[b])
 

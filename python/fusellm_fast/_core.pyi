@@ -121,12 +121,13 @@ class Aligner:
         workers: int,
         method: Literal["dtw", "offsets", "boundary"] = "dtw",
         candidates: Literal["mined", "prefix"] = "mined",
-    ) -> tuple[NDArray[np.int32], NDArray[np.float32], NDArray[np.int8], dict[str, int]]:
+    ) -> tuple[NDArray[np.int32], NDArray[np.float32], NDArray[np.int8], NDArray[np.int32], dict[str, int]]:
         """Aligns a batch given as flat 1-D id buffers plus per-text starts and lengths.
 
         ``topk_ids`` and ``topk_logits`` are C-contiguous ``[rows, K]``. Returns ids
         ``[B, max target length, max(K, 1)]``, logits of the same shape, the status of
-        every position ``[B, max target length]`` and the counts (``positions``,
+        every position ``[B, max target length]``, the source position paired with
+        each (-1: none) and the counts (``positions``,
         ``matched``, ``onehot``, ``empty``, ``dropped_candidates``, ``fallback_texts``,
         ``kept_mass``).
         """

@@ -81,6 +81,9 @@ class AlignedBatch:
         lengths: int64 ``[batch]`` target lengths.
         status: int8 ``[batch, max target length]``, a :class:`PositionStatus` per position.
         counts: totals of the statuses.
+        source_positions: int32 ``[batch, max target length]``: the source position
+            whose top-k list a position received (its token's index in the source
+            tokenization), -1 where none (stand-ins, padding).
         values_are: ``"logits"`` (``candidates="mined"``): the source logits of
             the ids, and 1.0 for a one-hot stand-in. ``"log_probs"``
             (``candidates="prefix"``): the natural log of each id's probability
@@ -96,6 +99,7 @@ class AlignedBatch:
     lengths: np.ndarray
     status: np.ndarray
     counts: AlignmentCounts
+    source_positions: np.ndarray
     values_are: Literal["logits", "log_probs"] = "logits"
 
     def __len__(self) -> int:
@@ -422,9 +426,10 @@ def align_batch(
     uses_map = method == "dtw" or candidates == "mined"
     if vocab_align == "soft" and uses_map and aligner.vocab_map is None:
         aligner.build_vocab_map(workers=workers)
-    ids, logits, status, counts = aligner._core.align(
+    ids, logits, status, source_positions, counts = aligner._core.align(
         t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k_starts,
         vocab_align=vocab_align, onehot=onehot, workers=workers, method=method, candidates=candidates,
     )
     return AlignedBatch(ids=ids, logits=logits, lengths=t_lengths, status=status, counts=AlignmentCounts(**counts),
+                        source_positions=source_positions,
                         values_are="log_probs" if candidates == "prefix" else "logits")

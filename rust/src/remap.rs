@@ -192,12 +192,13 @@ pub struct BatchInput<'a, S, C> {
 }
 
 /// The aligned batch: `[batch, max_length, k_out]` ids (-1 empty) and logits,
-/// `[batch, max_length]` status.
+/// `[batch, max_length]` status and paired source positions (-1: none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlignedOutput {
     pub ids: Vec<i32>,
     pub logits: Vec<f32>,
     pub status: Vec<i8>,
+    pub source_positions: Vec<i32>,
     pub batch: usize,
     pub max_length: usize,
     pub k_out: usize,
@@ -661,6 +662,7 @@ struct TextOutput<'a> {
     ids: &'a mut [i32],
     logits: &'a mut [f32],
     status: &'a mut [i8],
+    source_positions: &'a mut [i32],
 }
 
 /// What one matched position received.
@@ -836,6 +838,7 @@ impl Aligner {
             let ids = &mut out.ids[j * k_out..(j + 1) * k_out];
             let logits = &mut out.logits[j * k_out..(j + 1) * k_out];
             if pair != UNMATCHED {
+                out.source_positions[j] = pair as i32;
                 let i = pair as usize;
                 let row = &topk_ids[i * k..(i + 1) * k];
                 let row_logits = &topk_logits[i * k..(i + 1) * k];
@@ -976,19 +979,22 @@ impl Aligner {
         let mut ids = vec![-1i32; batch * max_length * k_out];
         let mut logits = vec![0f32; batch * max_length * k_out];
         let mut status = vec![status::PADDING; batch * max_length];
+        let mut source_positions = vec![-1i32; batch * max_length];
         // One output slice per text, also when every text is empty, so that
         // every text's input is still checked.
         let text_stride = max_length * k_out;
         let id_chunks: Vec<&mut [i32]> = split_per_text(&mut ids, text_stride, batch);
         let logit_chunks: Vec<&mut [f32]> = split_per_text(&mut logits, text_stride, batch);
         let status_chunks: Vec<&mut [i8]> = split_per_text(&mut status, max_length, batch);
+        let position_chunks: Vec<&mut [i32]> = split_per_text(&mut source_positions, max_length, batch);
         let results: Vec<Result<AlignCounts>> = id_chunks
             .into_par_iter()
             .zip(logit_chunks)
             .zip(status_chunks)
+            .zip(position_chunks)
             .enumerate()
-            .map_init(Scratch::default, |scratch, (b, ((ids, logits), status))| {
-                let out = TextOutput { ids, logits, status };
+            .map_init(Scratch::default, |scratch, (b, (((ids, logits), status), source_positions))| {
+                let out = TextOutput { ids, logits, status, source_positions };
                 self.align_text(b, input, options, map, scratch, out, k_out)
             })
             .collect();
@@ -996,7 +1002,7 @@ impl Aligner {
         for r in results {
             counts.add(&r?);
         }
-        Ok(AlignedOutput { ids, logits, status, batch, max_length, k_out, counts })
+        Ok(AlignedOutput { ids, logits, status, source_positions, batch, max_length, k_out, counts })
     }
 }
 

@@ -171,8 +171,13 @@ fn usize_vec(a: &PyReadonlyArray1<'_, i64>, arg: &'static str) -> PyResult<Vec<u
         .into_py_result()
 }
 
-type AlignResult<'py> =
-    (Bound<'py, PyArray3<i32>>, Bound<'py, PyArray3<f32>>, Bound<'py, PyArray2<i8>>, Bound<'py, PyDict>);
+type AlignResult<'py> = (
+    Bound<'py, PyArray3<i32>>,
+    Bound<'py, PyArray3<f32>>,
+    Bound<'py, PyArray2<i8>>,
+    Bound<'py, PyArray2<i32>>,
+    Bound<'py, PyDict>,
+);
 
 #[pymethods]
 impl Aligner {
@@ -379,10 +384,11 @@ impl Aligner {
         let shape3 = (out.batch, out.max_length, out.k_out);
         let ids = Array3::from_shape_vec(shape3, out.ids).expect("sized by align_batch").into_pyarray(py);
         let logits = Array3::from_shape_vec(shape3, out.logits).expect("sized by align_batch").into_pyarray(py);
-        let status = Array2::from_shape_vec((out.batch, out.max_length), out.status)
-            .expect("sized by align_batch")
-            .into_pyarray(py);
-        Ok((ids, logits, status, counts_dict(py, &out.counts)?))
+        let shape2 = (out.batch, out.max_length);
+        let status = Array2::from_shape_vec(shape2, out.status).expect("sized by align_batch").into_pyarray(py);
+        let source_positions =
+            Array2::from_shape_vec(shape2, out.source_positions).expect("sized by align_batch").into_pyarray(py);
+        Ok((ids, logits, status, source_positions, counts_dict(py, &out.counts)?))
     }
 }
 
