@@ -3,8 +3,9 @@
 //! Every call gets a thread pool of its own instead of rayon's global pool: a
 //! global pool's threads do not survive `fork`, so a child process (a DataLoader
 //! worker, `datasets.map(num_proc=...)`) that inherited it would wait on them
-//! forever. A pool costs tens of microseconds to start, small next to the batches
-//! it runs; with one worker the work runs serially on the pool's only thread.
+//! forever. A pool costs tens of microseconds to start, small next to most of the
+//! work it runs; `align_batch` with one worker starts none and runs on the
+//! calling thread (`Aligner::align_batch_serial`).
 
 use crate::error::{Error, Result};
 

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use crate::align::{dtw_align, DtwScratch, RemainingCost};
 use crate::error::{Error, Result};
 use crate::normalize::{Family, NormalizedVocab};
+use crate::parallel::run_with_workers;
 use crate::token_cost::{StrippedVocab, TextCosts};
 use crate::vocab::{
     check_marker, detect_marker, first_occurrences, text_length, Alphabet, SymbolTable, BYTE_LEVEL_MARKER,
@@ -645,15 +646,15 @@ fn read_ids<S: Copy + Into<i64>>(
     out: &mut Vec<usize>,
 ) -> Result<()> {
     out.clear();
-    for (pos, &v) in values.iter().enumerate() {
-        let v: i64 = v.into();
-        if v < 0 || v as u64 >= vocab_size as u64 {
-            return Err(Error::invalid(
-                arg,
-                format!("text {text}, position {pos}: id {v} is outside the vocabulary (size {vocab_size})"),
-            ));
-        }
-        out.push(v as usize);
+    // A negative id wraps to a value above every vocabulary size.
+    out.extend(values.iter().map(|&v| Into::<i64>::into(v) as u64 as usize));
+    if out.iter().fold(false, |bad, &v| bad | (v >= vocab_size)) {
+        let pos = out.iter().position(|&v| v >= vocab_size).expect("found above");
+        let v = out[pos] as i64;
+        return Err(Error::invalid(
+            arg,
+            format!("text {text}, position {pos}: id {v} is outside the vocabulary (size {vocab_size})"),
+        ));
     }
     Ok(())
 }
@@ -798,23 +799,33 @@ impl Aligner {
         let k = input.k;
         let rows = input.topk_starts[b] * k..(input.topk_starts[b] + sl) * k;
         let (topk_ids, topk_logits) = (&input.topk_ids[rows.clone()], &input.topk_logits[rows]);
-        for (slot, (&c, &logit)) in topk_ids.iter().zip(topk_logits).enumerate() {
+        let size = self.source_size() as i64;
+        let bad = |(&c, &logit): (&C, &f32)| {
             let c: i64 = c.into();
-            if c >= self.source_size() as i64 {
-                return Err(Error::invalid(
-                    "source_topk_ids",
-                    format!(
-                        "text {b}, position {}: id {c} is outside the source vocabulary (size {})",
-                        slot / k.max(1),
-                        self.source_size()
-                    ),
-                ));
-            }
-            if c >= 0 && !logit.is_finite() {
-                return Err(Error::invalid(
-                    "source_topk_logits",
-                    format!("text {b}, position {}: logit {logit} is not finite", slot / k.max(1)),
-                ));
+            (c >= size) | ((c >= 0) & !logit.is_finite())
+        };
+        // One pass without early exit (it vectorizes); the culprit is looked for
+        // only when there is one.
+        let any_bad = topk_ids.iter().zip(topk_logits).fold(false, |acc, slot| acc | bad(slot));
+        if any_bad {
+            for (slot, (&c, &logit)) in topk_ids.iter().zip(topk_logits).enumerate() {
+                let c: i64 = c.into();
+                if c >= size {
+                    return Err(Error::invalid(
+                        "source_topk_ids",
+                        format!(
+                            "text {b}, position {}: id {c} is outside the source vocabulary (size {})",
+                            slot / k.max(1),
+                            self.source_size()
+                        ),
+                    ));
+                }
+                if c >= 0 && !logit.is_finite() {
+                    return Err(Error::invalid(
+                        "source_topk_logits",
+                        format!("text {b}, position {}: logit {logit} is not finite", slot / k.max(1)),
+                    ));
+                }
             }
         }
 
@@ -926,11 +937,39 @@ impl Aligner {
         self.align_batch_with(input, &options)
     }
 
-    /// Aligns a batch with any method and candidate mapping. The MinED map is
-    /// built first when `vocab_align` is soft, no map is present and the method
-    /// or the candidates use it (`dtw`, `mined`); a text that `offsets` or
-    /// `boundary` hand to DTW then matches tokens by equality only.
+    /// Aligns a batch with any method and candidate mapping, texts in parallel
+    /// on the current rayon pool. The MinED map is built first when
+    /// `vocab_align` is soft, no map is present and the method or the
+    /// candidates use it (`dtw`, `mined`); a text that `offsets` or `boundary`
+    /// hand to DTW then matches tokens by equality only.
     pub fn align_batch_with<S, C>(&self, input: &BatchInput<'_, S, C>, options: &AlignOptions) -> Result<AlignedOutput>
+    where
+        S: Copy + Into<i64> + Sync,
+        C: Copy + Into<i64> + Sync,
+    {
+        self.align_texts(input, options, false)
+    }
+
+    /// [`Aligner::align_batch_with`] on the calling thread alone, without a
+    /// thread pool (the maps it needs are built first, on one thread).
+    pub fn align_batch_serial<S, C>(&self, input: &BatchInput<'_, S, C>, options: &AlignOptions) -> Result<AlignedOutput>
+    where
+        S: Copy + Into<i64> + Sync,
+        C: Copy + Into<i64> + Sync,
+    {
+        let needs_map = options.vocab_align == VocabAlign::Soft
+            && (options.method == Method::Dtw || options.candidates == Candidates::Mined)
+            && self.vocab_map().is_none();
+        let needs_prefix = options.candidates == Candidates::Prefix && self.prefix_map.get().is_none();
+        if needs_map || needs_prefix {
+            // The maps are built with parallel iterators: on a pool of one thread.
+            run_with_workers(1, || self.align_texts(input, options, true)).and_then(|r| r)
+        } else {
+            self.align_texts(input, options, true)
+        }
+    }
+
+    fn align_texts<S, C>(&self, input: &BatchInput<'_, S, C>, options: &AlignOptions, serial: bool) -> Result<AlignedOutput>
     where
         S: Copy + Into<i64> + Sync,
         C: Copy + Into<i64> + Sync,
@@ -987,17 +1026,18 @@ impl Aligner {
         let logit_chunks: Vec<&mut [f32]> = split_per_text(&mut logits, text_stride, batch);
         let status_chunks: Vec<&mut [i8]> = split_per_text(&mut status, max_length, batch);
         let position_chunks: Vec<&mut [i32]> = split_per_text(&mut source_positions, max_length, batch);
-        let results: Vec<Result<AlignCounts>> = id_chunks
-            .into_par_iter()
-            .zip(logit_chunks)
-            .zip(status_chunks)
-            .zip(position_chunks)
-            .enumerate()
-            .map_init(Scratch::default, |scratch, (b, (((ids, logits), status), source_positions))| {
-                let out = TextOutput { ids, logits, status, source_positions };
-                self.align_text(b, input, options, map, scratch, out, k_out)
-            })
-            .collect();
+        let text = |scratch: &mut Scratch, (b, (((ids, logits), status), source_positions))| {
+            let out = TextOutput { ids, logits, status, source_positions };
+            self.align_text(b, input, options, map, scratch, out, k_out)
+        };
+        let chunks = id_chunks.into_iter().zip(logit_chunks).zip(status_chunks).zip(position_chunks);
+        let results: Vec<Result<AlignCounts>> = if serial {
+            let mut scratch = Scratch::default();
+            chunks.enumerate().map(|t| text(&mut scratch, t)).collect()
+        } else {
+            let chunks: Vec<_> = chunks.collect();
+            chunks.into_par_iter().enumerate().map_init(Scratch::default, text).collect()
+        };
         let mut counts = AlignCounts::default();
         for r in results {
             counts.add(&r?);
@@ -1103,7 +1143,9 @@ mod tests {
             k: 1,
         };
         let options = AlignOptions { vocab_align: VocabAlign::Hard, onehot: OneHot::Next, method, candidates };
-        aligner.align_batch_with(&input, &options).unwrap()
+        let out = aligner.align_batch_with(&input, &options).unwrap();
+        assert_eq!(aligner.align_batch_serial(&input, &options).unwrap(), out, "serial and pooled runs differ");
+        out
     }
 
     const M: i8 = status::MATCHED;

@@ -369,7 +369,11 @@ impl Aligner {
                     topk_starts: &topk_starts,
                     k,
                 };
-                py.detach(|| run_with_workers(workers, || inner.align_batch_with(&input, &options)).and_then(|r| r))
+                py.detach(|| match workers {
+                    // No pool to start: a pool costs more than a small batch.
+                    1 => inner.align_batch_serial(&input, &options),
+                    _ => run_with_workers(workers, || inner.align_batch_with(&input, &options)).and_then(|r| r),
+                })
             }};
         }
         let out = if let Ok(ids) = topk_ids.extract::<PyReadonlyArray2<'py, i32>>() {
