@@ -106,11 +106,27 @@ class AlignmentSetting:
     normalize: Literal["marker", "bytes"]
     onehot: Literal["next", "current"]
     ce_unit: Literal["token", "byte"]
+    ce_level: Literal["sequence", "token"] = "sequence"
 
     def align_options(self) -> dict[str, str]:
         """The keyword arguments of :func:`fusellm_fast.pipeline.align` for this setting."""
         return {"method": self.method, "candidates": self.candidates, "normalize": self.normalize,
-                "onehot": self.onehot, "ce_unit": self.ce_unit}
+                "onehot": self.onehot, "ce_unit": self.ce_unit, "ce_level": self.ce_level}
+
+    @property
+    def run_name(self) -> str:
+        """The name of this setting's MinCE run."""
+        return SETTING_PREFIX + self.name + ", " + _ranking(self.ce_unit, self.ce_level)
+
+    @property
+    def directory(self) -> str:
+        """The name of this setting's aligned-data directory."""
+        return _slug(f"{self.name} {self.ce_unit} {self.ce_level}")
+
+
+def _ranking(ce_unit: str, ce_level: str) -> str:
+    """How the teachers are ranked, in words."""
+    return f"CE per {ce_unit}" + (", chosen per position" if ce_level == "token" else "")
 
 
 def _settings() -> tuple[AlignmentSetting, ...]:
@@ -119,13 +135,18 @@ def _settings() -> tuple[AlignmentSetting, ...]:
     corrected = [("dtw, marker, MinED", "dtw", "mined", "marker"), ("dtw, bytes, MinED", "dtw", "mined", "bytes"),
                  ("offsets, bytes, MinED", "offsets", "mined", "bytes"),
                  ("boundary, bytes, prefix", "boundary", "prefix", "bytes")]
-    return (published, *(AlignmentSetting(name, method, candidates, normalize, "next", ce_unit)
-                         for name, method, candidates, normalize in corrected for ce_unit in ("token", "byte")))
+    per_text = [AlignmentSetting(name, method, candidates, normalize, "next", ce_unit)
+                for name, method, candidates, normalize in corrected for ce_unit in ("token", "byte")]
+    # Teachers chosen per position (CE of the paired source position) for the default and the
+    # byte-exact alignment.
+    per_position = [replace(per_text[0], ce_level="token"), replace(per_text[-1], ce_level="token")]
+    return (published, *per_text, *per_position)
 
 
 ALIGNMENT_SETTINGS = _settings()
 """Every setting the demo compares: the published alignment, then the others with the next-token
-stand-in, each with the teachers ranked by CE per token and per byte."""
+stand-in, each with the teachers ranked by CE per token and per byte (one block, one teacher), and
+two with the teacher chosen per position."""
 
 CLM_RUN = "CLM only"
 CONTROL_RUN = "MinCE, sources on the target's tokenizer"
@@ -178,11 +199,13 @@ class DemoResult:
                  + " | " + " | ".join(f"kept, {d}" for d in DOMAINS) + " |",
                  "|---|---|---:|" + "---:|" * (2 * len(DOMAINS))]
         for row in self.settings:
-            run = SETTING_PREFIX + row["name"] + f", CE per {row['ce_unit']}"
+            level = row.get("ce_level", "sequence")
+            run = SETTING_PREFIX + row["name"] + ", " + _ranking(row["ce_unit"], level)
             matched = " / ".join(f"{row['matched'][s]:.1%}" for s in sources)
             kept = [f"{row['kept_gain'][d]:.0%}" + (f" ± {row['kept_gain_spread'][d]:.0%}" if len(self.seeds) > 1 else "")
                     for d in DOMAINS]
-            lines.append(f"| {row['name']} | {row['ce_unit']} | {matched} | "
+            unit = row["ce_unit"] + (", per position" if level == "token" else "")
+            lines.append(f"| {row['name']} | {unit} | {matched} | "
                          + " | ".join(self._cell(run, d) for d in DOMAINS) + " | " + " | ".join(kept) + " |")
         return "\n".join(lines)
 
@@ -442,8 +465,7 @@ def run_demo(
     (root / "demo_results.json").write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     (root / "demo_table.md").write_text(result.table() + "\n\n" + result.settings_table() + "\n", encoding="utf-8")
     plot_curves(per_seed[0]["curves"], root / "demo_curves.png",
-                runs=[CLM_RUN, CONTROL_RUN, SETTING_PREFIX + default_setting().name + f", CE per {default_setting().ce_unit}",
-                      SETTING_PREFIX + ALIGNMENT_SETTINGS[0].name + ", CE per token"])
+                runs=[CLM_RUN, CONTROL_RUN, default_setting().run_name, ALIGNMENT_SETTINGS[0].run_name])
     return result
 
 
@@ -524,8 +546,8 @@ def run_seed(directory: pathlib.Path, config: DemoConfig, *, show_progress: bool
     target_teacher = teacher_dirs["target before"]
     matched, kept_mass = {}, {}
     for setting in ALIGNMENT_SETTINGS:
-        summary = pipeline.align(target_teacher, [teacher_dirs[n] for n in SOURCES], root / "aligned" / _slug(
-            setting.name + " " + setting.ce_unit), show_progress=show_progress, **setting.align_options())
+        summary = pipeline.align(target_teacher, [teacher_dirs[n] for n in SOURCES], root / "aligned" / setting.directory,
+                                 show_progress=show_progress, **setting.align_options())
         matched[setting.name] = {n: round(s["matched_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
         kept_mass[setting.name] = {n: round(s["kept_mass_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
     pipeline.align(target_teacher, [teacher_dirs[CONTROL_SOURCES[n]] for n in SOURCES], root / "aligned" / "control",
@@ -534,10 +556,8 @@ def run_seed(directory: pathlib.Path, config: DemoConfig, *, show_progress: bool
 
     default = default_setting()
     runs = [TargetRun(CLM_RUN, "control", "min_ce", 1.0), TargetRun(CONTROL_RUN, "control", "min_ce", config.lm_weight)]
-    runs += [TargetRun(SETTING_PREFIX + s.name + f", CE per {s.ce_unit}", _slug(s.name + " " + s.ce_unit), "min_ce",
-                       config.lm_weight) for s in ALIGNMENT_SETTINGS]
-    runs.append(TargetRun(f"AvgCE, {default.name}, CE per {default.ce_unit}", _slug(default.name + " " + default.ce_unit),
-                          "avg_ce", config.lm_weight))
+    runs += [TargetRun(s.run_name, s.directory, "min_ce", config.lm_weight) for s in ALIGNMENT_SETTINGS]
+    runs.append(TargetRun(default.run_name.replace("MinCE", "AvgCE", 1), default.directory, "avg_ce", config.lm_weight))
     held_out_bytes = {d: sum(len(text.encode("utf-8")) for text in corpora.held_out[d]) for d in DOMAINS}
     target_counts = {d: held_out_nll(target, target_tokenizer, corpora.held_out[d])[1] for d in DOMAINS}
     perplexity: dict[str, dict[str, float]] = {}
@@ -598,7 +618,7 @@ def summarize(per_seed: list[dict[str, Any]], config: DemoConfig) -> DemoResult:
     values = {m: {d: [seed["perplexity"][m][d] for seed in per_seed] for d in DOMAINS} for m in models}
     rows = []
     for setting in ALIGNMENT_SETTINGS:
-        run = SETTING_PREFIX + setting.name + f", CE per {setting.ce_unit}"
+        run = setting.run_name
         kept = {d: [kept_gain(seed["perplexity"], run, d) for seed in per_seed] for d in DOMAINS}
         rows.append({
             **asdict(setting),
