@@ -78,6 +78,13 @@ pub struct AlignOptions {
     pub candidates: Candidates,
 }
 
+impl AlignOptions {
+    /// Whether the MinED map is needed: soft mode with `dtw` or `mined` candidates.
+    fn needs_vocab_map(&self) -> bool {
+        self.vocab_align == VocabAlign::Soft && (self.method == Method::Dtw || self.candidates == Candidates::Mined)
+    }
+}
+
 /// Options of [`Aligner::with_options`]; the default is the published behaviour
 /// with detected markers.
 #[derive(Debug, Clone, Copy)]
@@ -957,9 +964,7 @@ impl Aligner {
         S: Copy + Into<i64> + Sync,
         C: Copy + Into<i64> + Sync,
     {
-        let needs_map = options.vocab_align == VocabAlign::Soft
-            && (options.method == Method::Dtw || options.candidates == Candidates::Mined)
-            && self.vocab_map().is_none();
+        let needs_map = options.needs_vocab_map() && self.vocab_map().is_none();
         let needs_prefix = options.candidates == Candidates::Prefix && self.prefix_map.get().is_none();
         if needs_map || needs_prefix {
             // The maps are built with parallel iterators: on a pool of one thread.
@@ -1004,9 +1009,8 @@ impl Aligner {
                 }
             }
         }
-        let uses_map = options.method == Method::Dtw || options.candidates == Candidates::Mined;
         let map = match options.vocab_align {
-            VocabAlign::Soft if uses_map => Some(self.ensure_vocab_map()?),
+            VocabAlign::Soft if options.needs_vocab_map() => Some(self.ensure_vocab_map()?),
             VocabAlign::Soft => self.vocab_map(),
             VocabAlign::Hard => None,
         };
