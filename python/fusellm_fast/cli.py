@@ -201,8 +201,8 @@ def _run_align(args: argparse.Namespace) -> dict[str, Any]:
     from .pipeline import align
 
     summary = align(args.target, args.source, args.output, vocab_maps=args.vocab_map,
-                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, ce_level=args.ce_level, method=args.method,
-                    candidates=args.candidates, normalize=args.normalize, workers=args.workers,
+                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, ce_level=args.ce_level,
+                    method=args.method, candidates=args.candidates, normalize=args.normalize, workers=args.workers,
                     show_progress=not args.no_progress)
     return asdict(summary)
 

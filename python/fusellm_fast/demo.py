@@ -202,16 +202,18 @@ class DemoResult:
             level = row.get("ce_level", "sequence")
             run = SETTING_PREFIX + row["name"] + ", " + _ranking(row["ce_unit"], level)
             matched = " / ".join(f"{row['matched'][s]:.1%}" for s in sources)
-            kept = [f"{row['kept_gain'][d]:.0%}" + (f" ± {row['kept_gain_spread'][d]:.0%}" if len(self.seeds) > 1 else "")
-                    for d in DOMAINS]
+            kept = [self._with_spread(row["kept_gain"][d], row["kept_gain_spread"][d], ".0%") for d in DOMAINS]
             unit = row["ce_unit"] + (", per position" if level == "token" else "")
             lines.append(f"| {row['name']} | {unit} | {matched} | "
                          + " | ".join(self._cell(run, d) for d in DOMAINS) + " | " + " | ".join(kept) + " |")
         return "\n".join(lines)
 
     def _cell(self, model: str, domain: str) -> str:
-        mean = f"{self.perplexity[model][domain]:.2f}"
-        return mean + (f" ± {self.perplexity_spread[model][domain]:.2f}" if len(self.seeds) > 1 else "")
+        return self._with_spread(self.perplexity[model][domain], self.perplexity_spread[model][domain], ".2f")
+
+    def _with_spread(self, mean: float, spread: float, spec: str) -> str:
+        """``mean``, and ``± spread`` when there are several seeds."""
+        return format(mean, spec) + (f" ± {format(spread, spec)}" if len(self.seeds) > 1 else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +461,8 @@ def run_demo(
         import multiprocessing
 
         # Spawned, not forked: torch's thread pools do not survive a fork.
-        with concurrent.futures.ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, seeds), mp_context=spawn) as pool:
             per_seed = list(pool.map(_run_seed_quietly, directories, configs))
     result = summarize(per_seed, config)
     (root / "demo_results.json").write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
@@ -470,7 +473,10 @@ def run_demo(
 
 
 def _run_seed_quietly(directory: pathlib.Path, config: DemoConfig) -> dict[str, Any]:
-    return run_seed(directory, config, show_progress=False, log=lambda line: print(f"[seed {config.seed}] {line}", flush=True))
+    def log(line: str) -> None:
+        print(f"[seed {config.seed}] {line}", flush=True)
+
+    return run_seed(directory, config, show_progress=False, log=log)
 
 
 def default_setting() -> AlignmentSetting:
@@ -546,8 +552,9 @@ def run_seed(directory: pathlib.Path, config: DemoConfig, *, show_progress: bool
     target_teacher = teacher_dirs["target before"]
     matched, kept_mass = {}, {}
     for setting in ALIGNMENT_SETTINGS:
-        summary = pipeline.align(target_teacher, [teacher_dirs[n] for n in SOURCES], root / "aligned" / setting.directory,
-                                 show_progress=show_progress, **setting.align_options())
+        summary = pipeline.align(target_teacher, [teacher_dirs[n] for n in SOURCES],
+                                 root / "aligned" / setting.directory, show_progress=show_progress,
+                                 **setting.align_options())
         matched[setting.name] = {n: round(s["matched_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
         kept_mass[setting.name] = {n: round(s["kept_mass_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
     pipeline.align(target_teacher, [teacher_dirs[CONTROL_SOURCES[n]] for n in SOURCES], root / "aligned" / "control",

@@ -124,8 +124,10 @@ def build_fusion_examples(
                 f"aligned_sources[{n}]: has {len(aligned.lengths)} texts, target_rows has {len(target_rows)}"
             )
 
+    required = (*_TEACHER_ROW_KEYS, "token_ce") if ce_level == "token" else _TEACHER_ROW_KEYS
+
     def ce(name: str, row: Mapping[str, Any]) -> float:
-        missing = [key for key in (*_TEACHER_ROW_KEYS, *(("token_ce",) if ce_level == "token" else ())) if key not in row]
+        missing = [key for key in required if key not in row]
         if missing:
             raise InvalidInputError(f"{name}: lacks {missing}")
         return float(row["ce"]) if ce_unit == "token" else float(row["total_ce"]) / max(int(row["num_bytes"]), 1)
