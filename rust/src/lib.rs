@@ -5,6 +5,7 @@
 //! target vocabulary.
 
 pub mod align;
+pub mod candidates;
 pub mod edit_distance;
 pub mod error;
 pub mod normalize;

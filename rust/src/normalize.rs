@@ -100,10 +100,16 @@ pub fn append_token_bytes(token: &str, family: Family, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes moved at once when tokens are concatenated: most tokens are shorter,
+/// so one fixed-size move (a single vector load and store) copies a token.
+const CHUNK: usize = 16;
+
 /// The bytes of every token of a vocabulary in one flat buffer, and which
 /// tokens are special (those have no bytes).
 #[derive(Debug, Clone)]
 pub struct NormalizedVocab {
+    /// Followed by [`CHUNK`] zero bytes, so that a fixed-size read at any
+    /// token's start stays in bounds.
     bytes: Vec<u8>,
     offsets: Vec<u32>,
     special: Vec<bool>,
@@ -149,6 +155,7 @@ impl NormalizedVocab {
             .zip(&special)
             .map(|(token, &is_special)| !is_special && fallback(token).is_some_and(|b| single_byte_tokens[b as usize]))
             .collect();
+        bytes.resize(bytes.len() + CHUNK, 0);
         Ok(NormalizedVocab { bytes, offsets, special, shadowed })
     }
 
@@ -164,6 +171,30 @@ impl NormalizedVocab {
     #[inline]
     pub fn get(&self, id: usize) -> &[u8] {
         &self.bytes[self.offsets[id] as usize..self.offsets[id + 1] as usize]
+    }
+
+    /// The bytes of `ids` one after the other into `text`, and each token's
+    /// end (cumulative byte count) into `ends`.
+    pub fn concatenate(&self, ids: &[usize], text: &mut Vec<u8>, ends: &mut Vec<u32>) {
+        ends.clear();
+        // Room for typical tokens and the last one's fixed-size move; grown for
+        // long ones, cut off at the end.
+        text.resize(ids.len() * 8 + CHUNK, 0);
+        let mut at = 0usize;
+        for &id in ids {
+            let (start, len) = (self.offsets[id] as usize, self.byte_len(id) as usize);
+            if at + len + CHUNK > text.len() {
+                text.resize(2 * (at + len + CHUNK), 0);
+            }
+            if len <= CHUNK {
+                text[at..at + CHUNK].copy_from_slice(&self.bytes[start..start + CHUNK]);
+            } else {
+                text[at..at + len].copy_from_slice(&self.bytes[start..start + len]);
+            }
+            at += len;
+            ends.push(at as u32);
+        }
+        text.truncate(at);
     }
 
     /// Number of bytes of token `id`.
@@ -246,5 +277,26 @@ mod tests {
         let tokens: Vec<String> = ["<0x61>", "<0xE2>", "a", "▁"].iter().map(|s| s.to_string()).collect();
         let vocab = NormalizedVocab::new(&tokens, Family::SentencePiece, &[], "t").unwrap();
         assert_eq!((0..4).map(|id| vocab.is_image(id)).collect::<Vec<_>>(), [false, true, true, true]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn concatenation_equals_the_tokens_bytes_one_after_another(
+            tokens in proptest::collection::vec("[aĠé€]{0,24}", 1..12),
+            ids in proptest::collection::vec(0usize..12, 0..40),
+            reused in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let vocab = NormalizedVocab::new(&tokens, Family::ByteLevel, &[0], "t").unwrap();
+            let ids: Vec<usize> = ids.into_iter().map(|id| id % tokens.len()).collect();
+            let (mut text, mut ends) = (reused, vec![7u32; 3]);
+            vocab.concatenate(&ids, &mut text, &mut ends);
+            let expected: Vec<u8> = ids.iter().flat_map(|&id| vocab.get(id).to_vec()).collect();
+            let expected_ends: Vec<u32> = ids
+                .iter()
+                .scan(0u32, |total, &id| { *total += vocab.get(id).len() as u32; Some(*total) })
+                .collect();
+            proptest::prop_assert_eq!(text, expected);
+            proptest::prop_assert_eq!(ends, expected_ends);
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use crate::align::{dtw_align, DtwScratch, RemainingCost};
+use crate::candidates::CandidateScratch;
 use crate::error::{Error, Result};
 use crate::normalize::{Family, NormalizedVocab};
 use crate::parallel::run_with_workers;
@@ -581,22 +582,10 @@ struct Scratch {
     target_text: Vec<u8>,
     source_ends: Vec<u32>,
     target_ends: Vec<u32>,
-    /// Per candidate slot: its probability, then (target id, summed probability).
-    probs: Vec<f32>,
-    merged: Vec<Merged>,
+    candidates: CandidateScratch,
 }
 
 const UNMATCHED: u32 = u32::MAX;
-
-/// Concatenates the bytes of `ids` into `text` and records each token's end.
-fn byte_ends(vocab: &NormalizedVocab, ids: &[usize], text: &mut Vec<u8>, ends: &mut Vec<u32>) {
-    text.clear();
-    ends.clear();
-    for &id in ids {
-        text.extend_from_slice(vocab.get(id));
-        ends.push(text.len() as u32);
-    }
-}
 
 /// Where two spellings of a text agree: equal bytes, or one side with one
 /// extra leading space (SentencePiece's dummy prefix), which is then taken off
@@ -673,120 +662,6 @@ struct TextOutput<'a> {
     source_positions: &'a mut [i32],
 }
 
-/// What one matched position received.
-struct Written {
-    len: usize,
-    /// Some candidate was left out.
-    dropped: bool,
-    /// Share of the top-k probability mass that was written.
-    kept_mass: f32,
-}
-
-/// The softmax over the listed candidates of a top-k row (empty slots: 0), and
-/// the log of its normalizer (log-sum-exp of the listed logits).
-fn softmax_into<C: Copy + Into<i64>>(row: &[C], row_logits: &[f32], probs: &mut Vec<f32>) -> f32 {
-    probs.clear();
-    let valid = |c: C| c.into() >= 0;
-    let max = row.iter().zip(row_logits).filter(|(&c, _)| valid(c)).map(|(_, &l)| l).fold(f32::NEG_INFINITY, f32::max);
-    probs.extend(row.iter().zip(row_logits).map(|(&c, &logit)| if valid(c) { (logit - max).exp() } else { 0.0 }));
-    let total: f32 = probs.iter().sum();
-    if total > 0.0 {
-        let scale = total.recip();
-        probs.iter_mut().for_each(|p| *p *= scale);
-    }
-    max + total.ln()
-}
-
-/// Writes each candidate's image with its logit; a candidate without an image,
-/// or with one already written, is dropped (the published behaviour).
-fn first_image_only<C: Copy + Into<i64>>(
-    row: &[C],
-    row_logits: &[f32],
-    image: impl Fn(usize) -> i32,
-    probs: &mut Vec<f32>,
-    ids: &mut [i32],
-    logits: &mut [f32],
-) -> Written {
-    let mut written = Written { len: 0, dropped: false, kept_mass: 1.0 };
-    for (&c, &logit) in row.iter().zip(row_logits) {
-        let c: i64 = c.into();
-        if c < 0 {
-            continue;
-        }
-        let mapped = image(c as usize);
-        if mapped < 0 || ids[..written.len].contains(&mapped) {
-            written.dropped = true;
-            continue;
-        }
-        ids[written.len] = mapped;
-        logits[written.len] = logit;
-        written.len += 1;
-    }
-    // The kept share is 1 unless something was dropped: only then the softmax.
-    if written.dropped {
-        softmax_into(row, row_logits, probs);
-        // Written ids are distinct, so each was written from its first candidate.
-        let first_with = |id: i32| row.iter().position(|&c| c.into() >= 0 && image(c.into() as usize) == id);
-        written.kept_mass = ids[..written.len].iter().filter_map(|&id| first_with(id)).map(|slot| probs[slot]).sum();
-    }
-    written
-}
-
-/// Sums the probabilities of candidates with the same image and writes the
-/// sums as log-probabilities, most probable first; candidates without an image
-/// are dropped.
-fn merge_by_image<C: Copy + Into<i64>>(
-    row: &[C],
-    row_logits: &[f32],
-    image: impl Fn(usize) -> i32,
-    probs: &mut Vec<f32>,
-    merged: &mut Vec<Merged>,
-    ids: &mut [i32],
-    logits: &mut [f32],
-) -> Written {
-    let log_normalizer = softmax_into(row, row_logits, probs);
-    merged.clear();
-    let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
-    for ((&c, &logit), &p) in row.iter().zip(row_logits).zip(probs.iter()) {
-        let c: i64 = c.into();
-        if c < 0 {
-            continue;
-        }
-        let id = image(c as usize);
-        if id < 0 {
-            written.dropped = true;
-            continue;
-        }
-        written.kept_mass += p;
-        match merged.iter_mut().find(|m| m.id == id) {
-            Some(m) => {
-                m.prob += p;
-                m.single_logit = None;
-            }
-            None => merged.push(Merged { id, prob: p, single_logit: Some(logit) }),
-        }
-    }
-    // Top-k lists come sorted, so the merged list mostly is too.
-    if !merged.is_sorted_by(|a, b| a.prob >= b.prob) {
-        merged.sort_by(|a, b| b.prob.total_cmp(&a.prob));
-    }
-    for (slot, m) in merged.iter().enumerate() {
-        ids[slot] = m.id;
-        // A lone candidate's log-probability needs no logarithm of its own.
-        logits[slot] = m.single_logit.map_or_else(|| m.prob.ln(), |logit| logit - log_normalizer);
-    }
-    written.len = merged.len();
-    written
-}
-
-/// One target id of a merged top-k row.
-struct Merged {
-    id: i32,
-    prob: f32,
-    /// The logit of the only candidate mapped here, if only one was.
-    single_logit: Option<f32>,
-}
-
 impl Aligner {
     #[allow(clippy::too_many_arguments)]
     fn align_text<S: Copy + Into<i64>, C: Copy + Into<i64>>(
@@ -838,8 +713,8 @@ impl Aligner {
 
         let mut counts = AlignCounts { positions: tl as u64, ..AlignCounts::default() };
         let by_bytes = options.method != Method::Dtw && {
-            byte_ends(&self.source_bytes, &scratch.source, &mut scratch.source_text, &mut scratch.source_ends);
-            byte_ends(&self.target_bytes, &scratch.target, &mut scratch.target_text, &mut scratch.target_ends);
+            self.source_bytes.concatenate(&scratch.source, &mut scratch.source_text, &mut scratch.source_ends);
+            self.target_bytes.concatenate(&scratch.target, &mut scratch.target_text, &mut scratch.target_ends);
             reconcile(&scratch.source_text, &scratch.target_text, &mut scratch.source_ends, &mut scratch.target_ends)
         };
         if by_bytes {
@@ -851,6 +726,9 @@ impl Aligner {
         }
 
         let prefix = (options.candidates == Candidates::Prefix).then(|| self.prefix_map());
+        if prefix.is_some() {
+            scratch.candidates.prepare_rows(topk_ids, topk_logits, k);
+        }
         let target = &scratch.target;
         for (j, &pair) in scratch.pairs.iter().enumerate() {
             let ids = &mut out.ids[j * k_out..(j + 1) * k_out];
@@ -861,14 +739,13 @@ impl Aligner {
                 let row = &topk_ids[i * k..(i + 1) * k];
                 let row_logits = &topk_logits[i * k..(i + 1) * k];
                 let written = match prefix {
-                    Some(prefix) => merge_by_image(row, row_logits, |c| prefix[c], &mut scratch.probs,
-                                                   &mut scratch.merged, ids, logits),
+                    Some(prefix) => scratch.candidates.merge_by_image(i, row, row_logits, |c| prefix[c], ids, logits),
                     None => {
                         let image = |c: usize| match (options.vocab_align, map) {
                             (VocabAlign::Soft, Some(map)) => map.target_ids[c],
                             _ => self.prepared.swapped_exact[c],
                         };
-                        first_image_only(row, row_logits, image, &mut scratch.probs, ids, logits)
+                        scratch.candidates.first_image_only(row, row_logits, image, ids, logits)
                     }
                 };
                 counts.dropped_candidates += u64::from(written.dropped);

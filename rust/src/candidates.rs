@@ -1,0 +1,374 @@
+//! How the top-k candidates of one matched position reach the target
+//! vocabulary: one image each, repeats dropped (the published MinED way), or
+//! merged by image with their probabilities summed (byte-prefix candidates).
+
+/// What one matched position received.
+pub struct Written {
+    pub len: usize,
+    /// Some candidate was left out.
+    pub dropped: bool,
+    /// Share of the top-k probability mass that was written.
+    pub kept_mass: f32,
+}
+
+/// Per-thread buffers, reused from row to row.
+#[derive(Default)]
+pub struct CandidateScratch {
+    /// Per slot: the candidate's image, [`NO_IMAGE`] or [`NO_CANDIDATE`].
+    images: Vec<i32>,
+    /// Slots whose candidate was written.
+    kept_slots: Vec<usize>,
+    /// Distinct images of a merged row, in order of first appearance, and
+    /// what their candidates add up to.
+    group_ids: Vec<i32>,
+    groups: Vec<Group>,
+    /// The softmax terms of a whole text's rows (merged candidates), or of the
+    /// one row whose kept share is wanted (first images).
+    block: ExpBlock,
+}
+
+/// Softmax terms of consecutive top-k rows: per slot e^(logit - row maximum)
+/// (0 for an empty slot), per row the maximum and the sum of the terms.
+#[derive(Default)]
+pub struct ExpBlock {
+    k: usize,
+    exps: Vec<f32>,
+    maxes: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+impl ExpBlock {
+    /// Fills the block from `[rows, k]` candidate ids and logits.
+    pub fn fill<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize) {
+        self.exps.clear();
+        self.maxes.clear();
+        self.sums.clear();
+        self.k = k;
+        if k == 0 {
+            return;
+        }
+        // First the shifted logits (-inf for an empty slot, whatever its logit),
+        // then one long loop of exponentials, which vectorizes.
+        self.exps.resize(ids.len(), 0.0);
+        for ((row, row_logits), shifted) in ids.chunks_exact(k).zip(logits.chunks_exact(k)).zip(self.exps.chunks_exact_mut(k)) {
+            let valid = |c: C| c.into() >= 0;
+            // Logits are finite where listed, so a plain comparison will do.
+            let max = row.iter().zip(row_logits).fold(f32::NEG_INFINITY, |m, (&c, &l)| if valid(c) && l > m { l } else { m });
+            for ((x, &c), &logit) in shifted.iter_mut().zip(row).zip(row_logits) {
+                *x = if valid(c) { logit - max } else { f32::NEG_INFINITY };
+            }
+            self.maxes.push(max);
+        }
+        for x in &mut self.exps {
+            *x = exp_nonpositive(*x);
+        }
+        self.sums.extend(self.exps.chunks_exact(k).map(|row| row.iter().sum::<f32>()));
+    }
+
+    /// Row `i`'s terms.
+    fn row(&self, i: usize) -> &[f32] {
+        &self.exps[i * self.k..(i + 1) * self.k]
+    }
+
+    /// Row `i`'s probability mass whose terms sum to `kept`.
+    fn kept_share(&self, i: usize, kept: f32) -> f32 {
+        if kept > 0.0 {
+            kept / self.sums[i]
+        } else {
+            0.0
+        }
+    }
+
+    /// Log of row `i`'s softmax normalizer: the log-sum-exp of its listed logits.
+    fn log_normalizer(&self, i: usize) -> f32 {
+        self.maxes[i] + self.sums[i].ln()
+    }
+}
+
+const NO_IMAGE: i32 = -1;
+const NO_CANDIDATE: i32 = -2;
+
+/// e^x for x <= 0 within a few ulp (Cephes' expf polynomial after rounding to
+/// a power of two), and 0 below -87 where e^x leaves the normal range.
+/// Branch-free, so a row of candidates vectorizes, unlike calls into libm.
+#[inline]
+fn exp_nonpositive(x: f32) -> f32 {
+    // Adding 1.5 * 2^23 rounds to an integer in the default rounding mode.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HIGH: f32 = 0.693_359_4;
+    const LN2_LOW: f32 = -2.121_944_4e-4;
+    let clamped = x.max(-87.0);
+    let rounded = clamped * std::f32::consts::LOG2_E + ROUND;
+    let n = rounded - ROUND;
+    // The integer n sits in the low bits of `rounded` (an integer conversion
+    // that, unlike `as`, needs no saturation and so vectorizes).
+    let n_bits = (rounded.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let r = clamped - n * LN2_HIGH - n * LN2_LOW;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    // n lies in [-126, 0]: 2^n is a normal float.
+    let power = f32::from_bits(((n_bits + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        e * power
+    }
+}
+
+impl CandidateScratch {
+    /// Looks up every candidate's image first, so that the lookups (random
+    /// reads of a vocabulary-sized table) overlap instead of waiting in turn.
+    fn gather<C: Copy + Into<i64>>(&mut self, row: &[C], image: impl Fn(usize) -> i32) {
+        self.images.clear();
+        self.images.extend(row.iter().map(|&c| {
+            let c: i64 = c.into();
+            if c < 0 {
+                NO_CANDIDATE
+            } else {
+                image(c as usize).max(NO_IMAGE)
+            }
+        }));
+    }
+
+    /// Writes each candidate's image with its logit; a candidate without an
+    /// image, or with one already written, is dropped (the published behaviour).
+    pub fn first_image_only<C: Copy + Into<i64>>(
+        &mut self,
+        row: &[C],
+        row_logits: &[f32],
+        image: impl Fn(usize) -> i32,
+        ids: &mut [i32],
+        logits: &mut [f32],
+    ) -> Written {
+        self.gather(row, image);
+        self.kept_slots.clear();
+        let mut written = Written { len: 0, dropped: false, kept_mass: 1.0 };
+        for (slot, (&id, &logit)) in self.images.iter().zip(row_logits).enumerate() {
+            if id == NO_CANDIDATE {
+                continue;
+            }
+            if id == NO_IMAGE || ids[..written.len].contains(&id) {
+                written.dropped = true;
+                continue;
+            }
+            ids[written.len] = id;
+            logits[written.len] = logit;
+            written.len += 1;
+            self.kept_slots.push(slot);
+        }
+        // The kept share is 1 unless something was dropped: only then the softmax.
+        if written.dropped {
+            self.block.fill(row, row_logits, row.len());
+            let exps = self.block.row(0);
+            written.kept_mass = self.block.kept_share(0, self.kept_slots.iter().map(|&slot| exps[slot]).sum());
+        }
+        written
+    }
+
+    /// Prepares [`CandidateScratch::merge_by_image`] for the rows of one text.
+    pub fn prepare_rows<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize) {
+        self.block.fill(ids, logits, k);
+    }
+
+    /// Sums the probabilities of candidates with the same image and writes the
+    /// sums as log-probabilities, most probable first; candidates without an
+    /// image are dropped. `row` is row `i` of those given to
+    /// [`CandidateScratch::prepare_rows`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn merge_by_image<C: Copy + Into<i64>>(
+        &mut self,
+        i: usize,
+        row: &[C],
+        row_logits: &[f32],
+        image: impl Fn(usize) -> i32,
+        ids: &mut [i32],
+        logits: &mut [f32],
+    ) -> Written {
+        self.gather(row, image);
+        let log_normalizer = self.block.log_normalizer(i);
+        if let Some(written) = self.write_distinct(i, row_logits, log_normalizer, ids, logits) {
+            return written;
+        }
+        self.group_ids.clear();
+        self.groups.clear();
+        let mut kept = 0.0f32;
+        let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
+        for ((&id, &logit), &exp) in self.images.iter().zip(row_logits).zip(self.block.row(i)) {
+            if id < 0 {
+                written.dropped |= id == NO_IMAGE;
+                continue;
+            }
+            kept += exp;
+            match self.group_ids.iter().position(|&g| g == id) {
+                Some(g) => self.groups[g].add(logit),
+                None => {
+                    self.group_ids.push(id);
+                    self.groups.push(Group { id, top: logit, scaled_sum: 1.0, log_prob: 0.0 });
+                }
+            }
+        }
+        written.kept_mass = self.block.kept_share(i, kept);
+        for group in &mut self.groups {
+            // A lone candidate needs no logarithm of its own.
+            let log_sum = if group.scaled_sum == 1.0 { 0.0 } else { group.scaled_sum.ln() };
+            group.log_prob = group.top + log_sum - log_normalizer;
+        }
+        // Top-k lists come sorted, so the merged list mostly is too.
+        if !self.groups.is_sorted_by(|a, b| a.log_prob >= b.log_prob) {
+            self.groups.sort_by(|a, b| b.log_prob.total_cmp(&a.log_prob));
+        }
+        for (slot, group) in self.groups.iter().enumerate() {
+            ids[slot] = group.id;
+            logits[slot] = group.log_prob;
+        }
+        written.len = self.groups.len();
+        written
+    }
+
+    /// The common case of [`CandidateScratch::merge_by_image`]: no two
+    /// candidates share an image and their logits come in decreasing order, so
+    /// each is written as it is, without grouping. `None` otherwise.
+    fn write_distinct(
+        &self,
+        i: usize,
+        row_logits: &[f32],
+        log_normalizer: f32,
+        ids: &mut [i32],
+        logits: &mut [f32],
+    ) -> Option<Written> {
+        // Every pair compared (each image equals itself only when all are
+        // distinct): branch-free, unlike a search per candidate.
+        let (mut equal_pairs, mut listed) = (0u32, 0u32);
+        for &a in &self.images {
+            listed += u32::from(a >= 0);
+            for &b in &self.images {
+                equal_pairs += u32::from((a == b) & (a >= 0));
+            }
+        }
+        if equal_pairs != listed {
+            return None;
+        }
+        let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
+        let (mut kept, mut previous) = (0.0f32, f32::INFINITY);
+        for ((&id, &logit), &exp) in self.images.iter().zip(row_logits).zip(self.block.row(i)) {
+            if id < 0 {
+                written.dropped |= id == NO_IMAGE;
+                continue;
+            }
+            if logit > previous {
+                return None;
+            }
+            previous = logit;
+            ids[written.len] = id;
+            logits[written.len] = logit - log_normalizer;
+            written.len += 1;
+            kept += exp;
+        }
+        written.kept_mass = self.block.kept_share(i, kept);
+        Some(written)
+    }
+}
+
+/// The candidates of a merged row that share one image: their log-sum-exp is
+/// kept as `top + ln(scaled_sum)`, with `top` the largest of their logits, so
+/// it stays finite however small their probabilities are.
+struct Group {
+    id: i32,
+    top: f32,
+    scaled_sum: f32,
+    log_prob: f32,
+}
+
+impl Group {
+    fn add(&mut self, logit: f32) {
+        if logit > self.top {
+            self.scaled_sum = self.scaled_sum * exp_nonpositive(self.top - logit) + 1.0;
+            self.top = logit;
+        } else {
+            self.scaled_sum += exp_nonpositive(logit - self.top);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_a_few_ulp_of_libm() {
+        let mut x = 0.0f32;
+        while x > -87.0 {
+            let (fast, exact) = (exp_nonpositive(x), (x as f64).exp());
+            assert!(((fast as f64 - exact) / exact).abs() < 4e-7, "x = {x}: {fast} vs {exact}");
+            x -= 0.0137;
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-88.0), 0.0);
+        assert_eq!(exp_nonpositive(-1e30), 0.0);
+    }
+
+    fn merged(row: &[i64], row_logits: &[f32], image: &[i32]) -> (Vec<i32>, Vec<f32>, Written) {
+        let (mut ids, mut logits) = (vec![-1; row.len()], vec![0.0; row.len()]);
+        let mut scratch = CandidateScratch::default();
+        scratch.prepare_rows(row, row_logits, row.len());
+        let written = scratch.merge_by_image(0, row, row_logits, |c| image[c], &mut ids, &mut logits);
+        (ids[..written.len].to_vec(), logits[..written.len].to_vec(), written)
+    }
+
+    #[test]
+    fn candidates_with_one_image_sum_their_probabilities() {
+        // Candidates 0 and 2 land on image 5, candidate 1 on 7, candidate 3 on none.
+        let (ids, logits, written) = merged(&[0, 1, 2, 3, -1], &[0.0, 1.0, 0.0, 0.5, f32::NAN], &[5, 7, 5, -1]);
+        let z = (2.0 + 1f64.exp() + 0.5f64.exp()).ln();
+        assert_eq!(ids, vec![7, 5]);
+        assert!((logits[0] as f64 - (1.0 - z)).abs() < 1e-6);
+        assert!((logits[1] as f64 - (2f64.ln() - z)).abs() < 1e-6);
+        assert!(written.dropped);
+        let kept = (2.0 + 1f64.exp()) / (2.0 + 1f64.exp() + 0.5f64.exp());
+        assert!((written.kept_mass as f64 - kept).abs() < 1e-6);
+    }
+
+    #[test]
+    fn merged_log_probabilities_stay_finite_far_below_the_top() {
+        let (ids, logits, _) = merged(&[0, 1, 2], &[200.0, 0.0, -1.0], &[3, 4, 4]);
+        assert_eq!(ids, vec![3, 4]);
+        let expected = (1f64 + (-1f64).exp()).ln() - 200.0;
+        assert!((logits[1] as f64 - expected).abs() < 1e-4, "{}", logits[1]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merged_rows_equal_summed_softmax_probabilities(
+            slots in proptest::collection::vec((-1i64..12, -30.0f32..30.0), 1..12),
+        ) {
+            // Candidate c has image c / 2 (pairs merge), none for c >= 10.
+            let image: Vec<i32> = (0..12).map(|c| if c >= 10 { -1 } else { c / 2 }).collect();
+            let (row, row_logits): (Vec<i64>, Vec<f32>) = slots.into_iter().unzip();
+            let (ids, logits, written) = merged(&row, &row_logits, &image);
+
+            let listed: Vec<(i64, f64)> = row.iter().zip(&row_logits).filter(|(&c, _)| c >= 0)
+                .map(|(&c, &l)| (c, l as f64)).collect();
+            let max = listed.iter().map(|&(_, l)| l).fold(f64::NEG_INFINITY, f64::max);
+            let total: f64 = listed.iter().map(|&(_, l)| (l - max).exp()).sum();
+            let mut expected: std::collections::BTreeMap<i32, f64> = Default::default();
+            for &(c, l) in &listed {
+                if image[c as usize] >= 0 {
+                    *expected.entry(image[c as usize]).or_default() += (l - max).exp() / total;
+                }
+            }
+            proptest::prop_assert_eq!(ids.len(), expected.len());
+            for (id, log_prob) in ids.iter().zip(&logits) {
+                let p = expected[id];
+                proptest::prop_assert!((*log_prob as f64 - p.ln()).abs() < 1e-4 * (1.0 + p.ln().abs()), "{} {} {}", id, log_prob, p.ln());
+            }
+            proptest::prop_assert!(logits.windows(2).all(|w| w[0] >= w[1]));
+            let kept: f64 = expected.values().sum();
+            proptest::prop_assert!((written.kept_mass as f64 - kept).abs() < 1e-5);
+            proptest::prop_assert_eq!(written.dropped, listed.iter().any(|&(c, _)| image[c as usize] < 0));
+        }
+    }
+}
+
