@@ -127,22 +127,20 @@ def sequences(value: Any, lengths: Any, arg: str, lengths_arg: str) -> tuple[np.
         raise InvalidInputError(f"{lengths_arg}: only valid with a padded 2-D array for {arg}")
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
         raise InputTypeError(f"{arg}: must be a sequence of 1-D id arrays or a 2-D array, got {type(value).__name__}")
-    rows = []
-    for b, row in enumerate(value):
-        row = _as_array(row, f"{arg}[{b}]")
+    rows = [row if type(row) is np.ndarray else _as_array(row, f"{arg}[{b}]") for b, row in enumerate(value)]
+    for b, row in enumerate(rows):
         if row.ndim != 1:
             raise InvalidInputError(f"{arg}[{b}]: must be 1-D, got shape {row.shape}")
-        _check_integer(row, f"{arg}[{b}]")
-        rows.append(row)
+        if row.dtype.kind not in "iu":
+            _check_integer(row, f"{arg}[{b}]")
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     flat = np.concatenate(rows).astype(np.int64, copy=False) if rows else np.zeros(0, np.int64)
     return np.ascontiguousarray(flat), _starts(lengths), lengths
 
 
 def _starts(lengths: np.ndarray) -> np.ndarray:
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    return starts
+    # The method, not np.cumsum: no dispatch cost on every call.
+    return lengths.cumsum() - lengths
 
 
 def topk_rows(
@@ -185,15 +183,15 @@ def topk_rows(
     if len(ks) > 1:
         raise InvalidInputError(f"source_topk_ids: every text must have the same k, got {sorted(ks)}")
     k = ks.pop() if ks else 0
-    for b, (i_row, l_row) in enumerate(zip(id_rows, logit_rows)):
+    for b, (i_row, l_row, length) in enumerate(zip(id_rows, logit_rows, source_lengths.tolist())):
         for arg, row in (("source_topk_ids", i_row), ("source_topk_logits", l_row)):
             if row.size == 0 and row.ndim == 1:
                 row.shape = (0, k)
             if row.ndim != 2:
                 raise InvalidInputError(f"{arg}[{b}]: must be 2-D [positions, k], got shape {row.shape}")
-            if row.shape[0] != source_lengths[b]:
+            if row.shape[0] != length:
                 raise InvalidInputError(f"{arg}[{b}]: has {row.shape[0]} rows but source_ids[{b}] has "
-                                        f"{int(source_lengths[b])} tokens")
+                                        f"{length} tokens")
     # Empty rows given as plain lists read as float64: they do not decide the dtype.
     filled = [r for r in id_rows if r.size]
     dtype = np.result_type(*filled) if filled else np.int64
@@ -206,7 +204,8 @@ def _rows(value: Any, arg: str) -> list[np.ndarray]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
         raise InputTypeError(f"{arg}: must be a sequence of 2-D arrays or a 3-D array, got {type(value).__name__}")
     # Fresh array objects: the empty-row reshape above must not touch the caller's arrays.
-    return [_as_array(row, f"{arg}[{b}]").view() for b, row in enumerate(value)]
+    return [row.view() if type(row) is np.ndarray else _as_array(row, f"{arg}[{b}]").view()
+            for b, row in enumerate(value)]
 
 
 def _topk_ids(ids: np.ndarray) -> np.ndarray:
