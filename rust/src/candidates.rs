@@ -144,8 +144,17 @@ impl CandidateScratch {
         logits: &mut [f32],
     ) -> Written {
         self.gather(row, image);
-        self.kept_slots.clear();
         let mut written = Written { len: 0, dropped: false, kept_mass: 1.0 };
+        // The common case: every candidate has an image of its own.
+        if !self.images.contains(&NO_IMAGE) && self.images_distinct() {
+            for (&id, &logit) in self.images.iter().zip(row_logits).filter(|(&id, _)| id != NO_CANDIDATE) {
+                ids[written.len] = id;
+                logits[written.len] = logit;
+                written.len += 1;
+            }
+            return written;
+        }
+        self.kept_slots.clear();
         for (slot, (&id, &logit)) in self.images.iter().zip(row_logits).enumerate() {
             if id == NO_CANDIDATE {
                 continue;
@@ -166,6 +175,19 @@ impl CandidateScratch {
             written.kept_mass = self.block.kept_share(0, self.kept_slots.iter().map(|&slot| exps[slot]).sum());
         }
         written
+    }
+
+    /// Whether no two candidates share an image. Every pair is compared (each
+    /// image then equals itself only): branch-free, unlike a search per candidate.
+    fn images_distinct(&self) -> bool {
+        let (mut equal_pairs, mut listed) = (0u32, 0u32);
+        for &a in &self.images {
+            listed += u32::from(a >= 0);
+            for &b in &self.images {
+                equal_pairs += u32::from((a == b) & (a >= 0));
+            }
+        }
+        equal_pairs == listed
     }
 
     /// Prepares [`CandidateScratch::merge_by_image`] for the rows of one text.
@@ -239,16 +261,7 @@ impl CandidateScratch {
         ids: &mut [i32],
         logits: &mut [f32],
     ) -> Option<Written> {
-        // Every pair compared (each image equals itself only when all are
-        // distinct): branch-free, unlike a search per candidate.
-        let (mut equal_pairs, mut listed) = (0u32, 0u32);
-        for &a in &self.images {
-            listed += u32::from(a >= 0);
-            for &b in &self.images {
-                equal_pairs += u32::from((a == b) & (a >= 0));
-            }
-        }
-        if equal_pairs != listed {
+        if !self.images_distinct() {
             return None;
         }
         let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
@@ -369,6 +382,35 @@ mod tests {
             proptest::prop_assert!((written.kept_mass as f64 - kept).abs() < 1e-5);
             proptest::prop_assert_eq!(written.dropped, listed.iter().any(|&(c, _)| image[c as usize] < 0));
         }
+
+        #[test]
+        fn first_images_are_written_in_order_and_repeats_dropped(
+            slots in proptest::collection::vec((-1i64..12, -30.0f32..30.0), 1..12),
+        ) {
+            let image: Vec<i32> = (0..12).map(|c| if c >= 10 { -1 } else { c / 2 }).collect();
+            let (row, row_logits): (Vec<i64>, Vec<f32>) = slots.into_iter().unzip();
+            let (mut ids, mut logits) = (vec![-1; row.len()], vec![0.0; row.len()]);
+            let written = CandidateScratch::default().first_image_only(&row, &row_logits, |c| image[c], &mut ids, &mut logits);
+
+            let (mut expected_ids, mut expected_logits, mut dropped) = (vec![], vec![], false);
+            let max = row.iter().zip(&row_logits).filter(|(&c, _)| c >= 0).map(|(_, &l)| l as f64).fold(f64::NEG_INFINITY, f64::max);
+            let (mut kept, mut total) = (0.0f64, 0.0f64);
+            for (&c, &l) in row.iter().zip(&row_logits).filter(|(&c, _)| c >= 0) {
+                let (id, p) = (image[c as usize], (l as f64 - max).exp());
+                total += p;
+                if id < 0 || expected_ids.contains(&id) {
+                    dropped = true;
+                } else {
+                    expected_ids.push(id);
+                    expected_logits.push(l);
+                    kept += p;
+                }
+            }
+            proptest::prop_assert_eq!(&ids[..written.len], &expected_ids[..]);
+            proptest::prop_assert_eq!(&logits[..written.len], &expected_logits[..]);
+            proptest::prop_assert_eq!(written.dropped, dropped);
+            let kept_share = if dropped { kept / total } else { 1.0 };
+            proptest::prop_assert!((written.kept_mass as f64 - kept_share).abs() < 1e-5);
+        }
     }
 }
-
