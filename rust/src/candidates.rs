@@ -11,19 +11,22 @@ pub struct Written {
     pub kept_mass: f32,
 }
 
-/// Per-thread buffers, reused from row to row.
+/// Per-thread buffers, reused from text to text.
 #[derive(Default)]
 pub struct CandidateScratch {
-    /// Per slot: the candidate's image, [`NO_IMAGE`] or [`NO_CANDIDATE`].
+    k: usize,
+    /// Per slot of a text's `[rows, k]` top-k block: the candidate's image,
+    /// [`NO_IMAGE`] or [`NO_CANDIDATE`].
     images: Vec<i32>,
-    /// Slots whose candidate was written.
+    repeats: RepeatFilter,
+    /// Slots of a row whose candidate was written.
     kept_slots: Vec<usize>,
     /// Distinct images of a merged row, in order of first appearance, and
     /// what their candidates add up to.
     group_ids: Vec<i32>,
     groups: Vec<Group>,
-    /// The softmax terms of a whole text's rows (merged candidates), or of the
-    /// one row whose kept share is wanted (first images).
+    /// The softmax terms of a text's rows (merged candidates), or of the one
+    /// row whose kept share is wanted (first images).
     block: ExpBlock,
 }
 
@@ -118,12 +121,54 @@ fn exp_nonpositive(x: f32) -> f32 {
     }
 }
 
+/// Tells rows whose images are surely distinct with one table access per
+/// candidate instead of a comparison per pair.
+#[derive(Default)]
+struct RepeatFilter {
+    /// Per hash slot of an image: the stamp of the last row that listed one.
+    last_row_of: Vec<u16>,
+    row_stamp: u16,
+}
+
+/// Hash slots of [`RepeatFilter`]: two of ten random images share one about
+/// once in a hundred rows.
+const SLOTS: usize = 4096;
+
+impl RepeatFilter {
+    /// `true`: no two of `images` are equal. `false` may also mean that two
+    /// only share a hash slot; the callers' slower paths are exact either way.
+    fn distinct(&mut self, images: &[i32]) -> bool {
+        if self.last_row_of.is_empty() {
+            self.last_row_of = vec![0; SLOTS];
+        }
+        // A stamp that wraps around can only report a false repeat.
+        self.row_stamp = self.row_stamp.wrapping_add(1);
+        let mut repeated = false;
+        for &id in images.iter().filter(|&&id| id >= 0) {
+            let slot = &mut self.last_row_of[id as usize % SLOTS];
+            repeated |= *slot == self.row_stamp;
+            *slot = self.row_stamp;
+        }
+        !repeated
+    }
+}
+
 impl CandidateScratch {
-    /// Looks up every candidate's image first, so that the lookups (random
-    /// reads of a vocabulary-sized table) overlap instead of waiting in turn.
-    fn gather<C: Copy + Into<i64>>(&mut self, row: &[C], image: impl Fn(usize) -> i32) {
+    /// Prepares the `[rows, k]` top-k block of one text: every candidate's
+    /// image, all looked up in one pass so that the lookups (random reads of a
+    /// vocabulary-sized table) overlap instead of waiting in turn; with
+    /// `softmax`, also the softmax terms that [`CandidateScratch::merge_by_image`] needs.
+    pub fn prepare_rows<C: Copy + Into<i64>>(
+        &mut self,
+        ids: &[C],
+        logits: &[f32],
+        k: usize,
+        image: impl Fn(usize) -> i32,
+        softmax: bool,
+    ) {
+        self.k = k;
         self.images.clear();
-        self.images.extend(row.iter().map(|&c| {
+        self.images.extend(ids.iter().map(|&c| {
             let c: i64 = c.into();
             if c < 0 {
                 NO_CANDIDATE
@@ -131,23 +176,28 @@ impl CandidateScratch {
                 image(c as usize).max(NO_IMAGE)
             }
         }));
+        if softmax {
+            self.block.fill(ids, logits, k);
+        }
     }
 
     /// Writes each candidate's image with its logit; a candidate without an
-    /// image, or with one already written, is dropped (the published behaviour).
+    /// image, or with one already written, is dropped (the published
+    /// behaviour). `row` is row `i` of the block given to
+    /// [`CandidateScratch::prepare_rows`].
     pub fn first_image_only<C: Copy + Into<i64>>(
         &mut self,
+        i: usize,
         row: &[C],
         row_logits: &[f32],
-        image: impl Fn(usize) -> i32,
         ids: &mut [i32],
         logits: &mut [f32],
     ) -> Written {
-        self.gather(row, image);
+        let images = &self.images[i * self.k..(i + 1) * self.k];
         let mut written = Written { len: 0, dropped: false, kept_mass: 1.0 };
         // The common case: every candidate has an image of its own.
-        if !self.images.contains(&NO_IMAGE) && self.images_distinct() {
-            for (&id, &logit) in self.images.iter().zip(row_logits).filter(|(&id, _)| id != NO_CANDIDATE) {
+        if !images.contains(&NO_IMAGE) && self.repeats.distinct(images) {
+            for (&id, &logit) in images.iter().zip(row_logits).filter(|(&id, _)| id != NO_CANDIDATE) {
                 ids[written.len] = id;
                 logits[written.len] = logit;
                 written.len += 1;
@@ -155,7 +205,7 @@ impl CandidateScratch {
             return written;
         }
         self.kept_slots.clear();
-        for (slot, (&id, &logit)) in self.images.iter().zip(row_logits).enumerate() {
+        for (slot, (&id, &logit)) in images.iter().zip(row_logits).enumerate() {
             if id == NO_CANDIDATE {
                 continue;
             }
@@ -177,39 +227,11 @@ impl CandidateScratch {
         written
     }
 
-    /// Whether no two candidates share an image. Every pair is compared (each
-    /// image then equals itself only): branch-free, unlike a search per candidate.
-    fn images_distinct(&self) -> bool {
-        let (mut equal_pairs, mut listed) = (0u32, 0u32);
-        for &a in &self.images {
-            listed += u32::from(a >= 0);
-            for &b in &self.images {
-                equal_pairs += u32::from((a == b) & (a >= 0));
-            }
-        }
-        equal_pairs == listed
-    }
-
-    /// Prepares [`CandidateScratch::merge_by_image`] for the rows of one text.
-    pub fn prepare_rows<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize) {
-        self.block.fill(ids, logits, k);
-    }
-
     /// Sums the probabilities of candidates with the same image and writes the
     /// sums as log-probabilities, most probable first; candidates without an
-    /// image are dropped. `row` is row `i` of those given to
-    /// [`CandidateScratch::prepare_rows`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn merge_by_image<C: Copy + Into<i64>>(
-        &mut self,
-        i: usize,
-        row: &[C],
-        row_logits: &[f32],
-        image: impl Fn(usize) -> i32,
-        ids: &mut [i32],
-        logits: &mut [f32],
-    ) -> Written {
-        self.gather(row, image);
+    /// image are dropped. Row `i` of the block given to
+    /// [`CandidateScratch::prepare_rows`] (with the softmax).
+    pub fn merge_by_image(&mut self, i: usize, row_logits: &[f32], ids: &mut [i32], logits: &mut [f32]) -> Written {
         let log_normalizer = self.block.log_normalizer(i);
         if let Some(written) = self.write_distinct(i, row_logits, log_normalizer, ids, logits) {
             return written;
@@ -218,7 +240,8 @@ impl CandidateScratch {
         self.groups.clear();
         let mut kept = 0.0f32;
         let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
-        for ((&id, &logit), &exp) in self.images.iter().zip(row_logits).zip(self.block.row(i)) {
+        let images = &self.images[i * self.k..(i + 1) * self.k];
+        for ((&id, &logit), &exp) in images.iter().zip(row_logits).zip(self.block.row(i)) {
             if id < 0 {
                 written.dropped |= id == NO_IMAGE;
                 continue;
@@ -254,19 +277,20 @@ impl CandidateScratch {
     /// candidates share an image and their logits come in decreasing order, so
     /// each is written as it is, without grouping. `None` otherwise.
     fn write_distinct(
-        &self,
+        &mut self,
         i: usize,
         row_logits: &[f32],
         log_normalizer: f32,
         ids: &mut [i32],
         logits: &mut [f32],
     ) -> Option<Written> {
-        if !self.images_distinct() {
+        let images = &self.images[i * self.k..(i + 1) * self.k];
+        if !self.repeats.distinct(images) {
             return None;
         }
         let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
         let (mut kept, mut previous) = (0.0f32, f32::INFINITY);
-        for ((&id, &logit), &exp) in self.images.iter().zip(row_logits).zip(self.block.row(i)) {
+        for ((&id, &logit), &exp) in images.iter().zip(row_logits).zip(self.block.row(i)) {
             if id < 0 {
                 written.dropped |= id == NO_IMAGE;
                 continue;
@@ -326,8 +350,8 @@ mod tests {
     fn merged(row: &[i64], row_logits: &[f32], image: &[i32]) -> (Vec<i32>, Vec<f32>, Written) {
         let (mut ids, mut logits) = (vec![-1; row.len()], vec![0.0; row.len()]);
         let mut scratch = CandidateScratch::default();
-        scratch.prepare_rows(row, row_logits, row.len());
-        let written = scratch.merge_by_image(0, row, row_logits, |c| image[c], &mut ids, &mut logits);
+        scratch.prepare_rows(row, row_logits, row.len(), |c| image[c], true);
+        let written = scratch.merge_by_image(0, row_logits, &mut ids, &mut logits);
         (ids[..written.len].to_vec(), logits[..written.len].to_vec(), written)
     }
 
@@ -350,6 +374,22 @@ mod tests {
         assert_eq!(ids, vec![3, 4]);
         let expected = (1f64 + (-1f64).exp()).ln() - 200.0;
         assert!((logits[1] as f64 - expected).abs() < 1e-4, "{}", logits[1]);
+    }
+
+    fn first_images(row: &[i64], row_logits: &[f32], image: &[i32], ids: &mut [i32], logits: &mut [f32]) -> Written {
+        let mut scratch = CandidateScratch::default();
+        scratch.prepare_rows(row, row_logits, row.len(), |c| image[c], false);
+        scratch.first_image_only(0, row, row_logits, ids, logits)
+    }
+
+    #[test]
+    fn distinct_images_in_one_hash_slot_are_kept_apart() {
+        let image = [1, 1 + SLOTS as i32, 1];
+        let (ids, _, written) = merged(&[0, 1], &[1.0, 0.0], &image);
+        assert_eq!((ids, written.dropped), (vec![1, 1 + SLOTS as i32], false));
+        let (mut ids, mut logits) = (vec![-1; 3], vec![0.0; 3]);
+        let written = first_images(&[0i64, 1, 2], &[1.0, 0.0, -1.0], &image, &mut ids, &mut logits);
+        assert_eq!((&ids[..written.len], written.dropped), (&[1, 1 + SLOTS as i32][..], true));
     }
 
     proptest::proptest! {
@@ -390,7 +430,7 @@ mod tests {
             let image: Vec<i32> = (0..12).map(|c| if c >= 10 { -1 } else { c / 2 }).collect();
             let (row, row_logits): (Vec<i64>, Vec<f32>) = slots.into_iter().unzip();
             let (mut ids, mut logits) = (vec![-1; row.len()], vec![0.0; row.len()]);
-            let written = CandidateScratch::default().first_image_only(&row, &row_logits, |c| image[c], &mut ids, &mut logits);
+            let written = first_images(&row, &row_logits, &image, &mut ids, &mut logits);
 
             let (mut expected_ids, mut expected_logits, mut dropped) = (vec![], vec![], false);
             let max = row.iter().zip(&row_logits).filter(|(&c, _)| c >= 0).map(|(_, &l)| l as f64).fold(f64::NEG_INFINITY, f64::max);

@@ -104,13 +104,19 @@ pub fn append_token_bytes(token: &str, family: Family, out: &mut Vec<u8>) {
 /// so one fixed-size move (a single vector load and store) copies a token.
 const CHUNK: usize = 16;
 
+/// The last byte of an inline spelling holds the token's length, or this for
+/// a token too long to be spelled inline.
+const LONG: u8 = u8::MAX;
+
 /// The bytes of every token of a vocabulary in one flat buffer, and which
 /// tokens are special (those have no bytes).
 #[derive(Debug, Clone)]
 pub struct NormalizedVocab {
-    /// Followed by [`CHUNK`] zero bytes, so that a fixed-size read at any
-    /// token's start stays in bounds.
     bytes: Vec<u8>,
+    /// Per token: its bytes padded to [`CHUNK`], the last byte its length (or
+    /// [`LONG`]). Concatenating reads one line per token instead of its offset
+    /// and then its bytes.
+    inline: Vec<[u8; CHUNK]>,
     offsets: Vec<u32>,
     special: Vec<bool>,
     /// Byte-fallback tokens `<0xNN>` whose byte is also an ordinary token
@@ -155,8 +161,21 @@ impl NormalizedVocab {
             .zip(&special)
             .map(|(token, &is_special)| !is_special && fallback(token).is_some_and(|b| single_byte_tokens[b as usize]))
             .collect();
-        bytes.resize(bytes.len() + CHUNK, 0);
-        Ok(NormalizedVocab { bytes, offsets, special, shadowed })
+        let inline = offsets
+            .windows(2)
+            .map(|span| {
+                let token = &bytes[span[0] as usize..span[1] as usize];
+                let mut spelled = [0u8; CHUNK];
+                if token.len() < CHUNK {
+                    spelled[..token.len()].copy_from_slice(token);
+                    spelled[CHUNK - 1] = token.len() as u8;
+                } else {
+                    spelled[CHUNK - 1] = LONG;
+                }
+                spelled
+            })
+            .collect();
+        Ok(NormalizedVocab { bytes, offsets, special, shadowed, inline })
     }
 
     pub fn len(&self) -> usize {
@@ -182,14 +201,19 @@ impl NormalizedVocab {
         text.resize(ids.len() * 8 + CHUNK, 0);
         let mut at = 0usize;
         for &id in ids {
-            let (start, len) = (self.offsets[id] as usize, self.byte_len(id) as usize);
+            let spelled = &self.inline[id];
+            let len = match spelled[CHUNK - 1] {
+                LONG => self.byte_len(id) as usize,
+                len => len as usize,
+            };
             if at + len + CHUNK > text.len() {
                 text.resize(2 * (at + len + CHUNK), 0);
             }
-            if len <= CHUNK {
-                text[at..at + CHUNK].copy_from_slice(&self.bytes[start..start + CHUNK]);
+            if len < CHUNK {
+                // The bytes after the token are overwritten or cut off.
+                text[at..at + CHUNK].copy_from_slice(spelled);
             } else {
-                text[at..at + len].copy_from_slice(&self.bytes[start..start + len]);
+                text[at..at + len].copy_from_slice(self.get(id));
             }
             at += len;
             ends.push(at as u32);

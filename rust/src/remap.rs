@@ -725,10 +725,14 @@ impl Aligner {
             self.pair_by_dtw(options.vocab_align, map, scratch);
         }
 
-        let prefix = (options.candidates == Candidates::Prefix).then(|| self.prefix_map());
-        if prefix.is_some() {
-            scratch.candidates.prepare_rows(topk_ids, topk_logits, k);
-        }
+        let prefix = options.candidates == Candidates::Prefix;
+        // Where each candidate's image is read.
+        let images: &[i32] = match (options.vocab_align, map) {
+            _ if prefix => self.prefix_map(),
+            (VocabAlign::Soft, Some(map)) => &map.target_ids,
+            _ => &self.prepared.swapped_exact,
+        };
+        scratch.candidates.prepare_rows(topk_ids, topk_logits, k, |c| images[c], prefix);
         let target = &scratch.target;
         for (j, &pair) in scratch.pairs.iter().enumerate() {
             let ids = &mut out.ids[j * k_out..(j + 1) * k_out];
@@ -738,15 +742,10 @@ impl Aligner {
                 let i = pair as usize;
                 let row = &topk_ids[i * k..(i + 1) * k];
                 let row_logits = &topk_logits[i * k..(i + 1) * k];
-                let written = match prefix {
-                    Some(prefix) => scratch.candidates.merge_by_image(i, row, row_logits, |c| prefix[c], ids, logits),
-                    None => {
-                        let image = |c: usize| match (options.vocab_align, map) {
-                            (VocabAlign::Soft, Some(map)) => map.target_ids[c],
-                            _ => self.prepared.swapped_exact[c],
-                        };
-                        scratch.candidates.first_image_only(row, row_logits, image, ids, logits)
-                    }
+                let written = if prefix {
+                    scratch.candidates.merge_by_image(i, row_logits, ids, logits)
+                } else {
+                    scratch.candidates.first_image_only(i, row, row_logits, ids, logits)
                 };
                 counts.dropped_candidates += u64::from(written.dropped);
                 if written.len == 0 {
@@ -767,7 +766,7 @@ impl Aligner {
                 Some(t) => {
                     ids[0] = t as i32;
                     // Probability 1: a logit of 1.0 or a log-probability of 0.
-                    logits[0] = if prefix.is_some() { 0.0 } else { 1.0 };
+                    logits[0] = if prefix { 0.0 } else { 1.0 };
                     out.status[j] = status::ONEHOT;
                     counts.onehot += 1;
                 }
