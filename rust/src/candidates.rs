@@ -38,6 +38,8 @@ pub struct ExpBlock {
     exps: Vec<f32>,
     maxes: Vec<f32>,
     sums: Vec<f32>,
+    /// Per row: the log-sum-exp of its listed logits.
+    log_normalizers: Vec<f32>,
 }
 
 impl ExpBlock {
@@ -46,6 +48,7 @@ impl ExpBlock {
         self.exps.clear();
         self.maxes.clear();
         self.sums.clear();
+        self.log_normalizers.clear();
         self.k = k;
         if k == 0 {
             return;
@@ -55,8 +58,12 @@ impl ExpBlock {
         self.exps.resize(ids.len(), 0.0);
         for ((row, row_logits), shifted) in ids.chunks_exact(k).zip(logits.chunks_exact(k)).zip(self.exps.chunks_exact_mut(k)) {
             let valid = |c: C| c.into() >= 0;
-            // Logits are finite where listed, so a plain comparison will do.
-            let max = row.iter().zip(row_logits).fold(f32::NEG_INFINITY, |m, (&c, &l)| if valid(c) && l > m { l } else { m });
+            // Logits are finite where listed, so a plain comparison will do;
+            // selects rather than branches.
+            let max = row.iter().zip(row_logits).fold(f32::NEG_INFINITY, |m, (&c, &l)| {
+                let l = if valid(c) { l } else { f32::NEG_INFINITY };
+                if l > m { l } else { m }
+            });
             for ((x, &c), &logit) in shifted.iter_mut().zip(row).zip(row_logits) {
                 *x = if valid(c) { logit - max } else { f32::NEG_INFINITY };
             }
@@ -66,6 +73,8 @@ impl ExpBlock {
             *x = exp_nonpositive(*x);
         }
         self.sums.extend(self.exps.chunks_exact(k).map(|row| row.iter().sum::<f32>()));
+        self.log_normalizers.clear();
+        self.log_normalizers.extend(self.maxes.iter().zip(&self.sums).map(|(&max, &sum)| max + ln_at_least_one(sum)));
     }
 
     /// Row `i`'s terms.
@@ -84,7 +93,7 @@ impl ExpBlock {
 
     /// Log of row `i`'s softmax normalizer: the log-sum-exp of its listed logits.
     fn log_normalizer(&self, i: usize) -> f32 {
-        self.maxes[i] + self.sums[i].ln()
+        self.log_normalizers[i]
     }
 }
 
@@ -150,6 +159,42 @@ impl RepeatFilter {
             *slot = self.row_stamp;
         }
         !repeated
+    }
+}
+
+/// ln(x) for a row's sum of softmax terms, which is at least 1 (its largest
+/// term is e^0) and at most k (or 0 for a row without candidates: -inf), within
+/// a few ulp (Cephes' logf polynomial on the mantissa). Branch-free, so the
+/// rows' logarithms vectorize, unlike calls into libm.
+#[inline]
+fn ln_at_least_one(x: f32) -> f32 {
+    const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    let bits = x.to_bits();
+    // x = m * 2^e with m in [0.5, 1), then m moved to [sqrt(1/2), sqrt(2)).
+    let mut e = ((bits >> 23) as i32 - 126) as f32;
+    let mut m = f32::from_bits((bits & 0x007F_FFFF) | 0x3F00_0000);
+    let below = m < SQRT_HALF;
+    e -= if below { 1.0 } else { 0.0 };
+    m = if below { m + m } else { m } - 1.0;
+    let z = m * m;
+    let p = ((((((((7.037_683_6e-2 * m - 1.151_461_1e-1) * m + 1.167_699_9e-1) * m - 1.242_014_1e-1) * m
+        + 1.424_932_3e-1)
+        * m
+        - 1.666_805_8e-1)
+        * m
+        + 2.000_071_4e-1)
+        * m
+        - 2.499_999_4e-1)
+        * m
+        + 3.333_333e-1)
+        * m
+        * z;
+    let y = p - 2.121_944_4e-4 * e - 0.5 * z;
+    let ln = m + y + 0.693_359_4 * e;
+    if x > 0.0 {
+        ln
+    } else {
+        f32::NEG_INFINITY
     }
 }
 
@@ -333,6 +378,18 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ln_is_within_a_few_ulp_of_libm() {
+        let mut x = 1.0f32;
+        while x < 300.0 {
+            let (fast, exact) = (ln_at_least_one(x), (x as f64).ln());
+            assert!((fast as f64 - exact).abs() <= 4e-7 * exact.max(1.0), "x = {x}: {fast} vs {exact}");
+            x += 0.0173;
+        }
+        assert_eq!(ln_at_least_one(1.0), 0.0);
+        assert_eq!(ln_at_least_one(0.0), f32::NEG_INFINITY);
+    }
 
     #[test]
     fn exp_is_within_a_few_ulp_of_libm() {
