@@ -1,0 +1,176 @@
+//! Every target string within edit distance 2 of a query, without a scan.
+//!
+//! If two strings are at most two edits apart, deleting at most two symbols from
+//! each makes them equal: a substitution is a deletion on both sides, an
+//! insertion a deletion on the other side. The index holds a hash of every
+//! target variant with zero, one or two symbols deleted; a query looks up its
+//! own variants. A hit shares a variant, so it may still be up to four edits
+//! away (or a hash collision): the caller verifies every candidate.
+
+/// Hashes of deletion variants, grouped by their top bits (a counting sort, so
+/// building costs no comparison sort even for millions of variants).
+pub struct DeletionIndex {
+    /// Start of each group in `entries`; group `g` holds the hashes whose top
+    /// bits are `g`.
+    starts: Vec<u32>,
+    /// (low 32 bits of the hash, target id); the top bits are the group.
+    entries: Vec<(u32, u32)>,
+    shift: u32,
+}
+
+impl DeletionIndex {
+    /// Indexes `strings`, given as (id, symbols).
+    pub fn new<'a>(strings: impl Iterator<Item = (u32, &'a [u32])> + Clone, hasher: &mut VariantHasher) -> Self {
+        let count: usize = strings.clone().map(|(_, s)| hasher.variants(s).len()).sum();
+        let bits = usize::BITS - count.max(1).leading_zeros();
+        let shift = u64::BITS - bits;
+        let mut starts = vec![0u32; (1usize << bits) + 1];
+        for (_, s) in strings.clone() {
+            for &h in hasher.variants(s) {
+                starts[(h >> shift) as usize + 1] += 1;
+            }
+        }
+        for g in 1..starts.len() {
+            starts[g] += starts[g - 1];
+        }
+        let mut next = starts.clone();
+        let mut entries = vec![(0u32, 0u32); count];
+        for (id, s) in strings {
+            for &h in hasher.variants(s) {
+                let slot = &mut next[(h >> shift) as usize];
+                entries[*slot as usize] = (h as u32, id);
+                *slot += 1;
+            }
+        }
+        DeletionIndex { starts, entries, shift }
+    }
+
+    /// Calls `visit` with the id of every indexed string that shares a deletion
+    /// variant with `query` (an id may come more than once).
+    pub fn for_each_candidate(&self, query: &[u32], hasher: &mut VariantHasher, mut visit: impl FnMut(u32)) {
+        for &h in hasher.variants(query) {
+            let group = (h >> self.shift) as usize;
+            let entries = &self.entries[self.starts[group] as usize..self.starts[group + 1] as usize];
+            for &(low, id) in entries {
+                if low == h as u32 {
+                    visit(id);
+                }
+            }
+        }
+    }
+}
+
+/// Scratch space for the hashes of one string's deletion variants.
+///
+/// A polynomial hash over prefixes gives the hash of every variant in constant
+/// time (the parts before, between and after the deleted symbols are joined by
+/// multiplying with powers of the base), so a string of n symbols costs O(n^2),
+/// not O(n^3).
+#[derive(Default)]
+pub struct VariantHasher {
+    prefixes: Vec<u64>,
+    powers: Vec<u64>,
+    out: Vec<u64>,
+}
+
+const BASE: u64 = 0x0000_0100_0000_01B3;
+
+impl VariantHasher {
+    /// Hashes of `symbols` with zero, one and two symbols deleted, each distinct
+    /// variant once (in hash order).
+    pub fn variants(&mut self, symbols: &[u32]) -> &[u64] {
+        let n = symbols.len();
+        self.prefixes.clear();
+        self.prefixes.push(0);
+        for &s in symbols {
+            // Symbols are spread over 64 bits so that small ids do not interact.
+            let spread = (u64::from(s) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.prefixes.push(self.prefixes.last().unwrap().wrapping_mul(BASE).wrapping_add(spread));
+        }
+        while self.powers.len() <= n {
+            self.powers.push(self.powers.last().map_or(1, |p| p.wrapping_mul(BASE)));
+        }
+        let (p, pow) = (&self.prefixes, &self.powers);
+        // Hash of symbols[a..b].
+        let part = |a: usize, b: usize| p[b].wrapping_sub(p[a].wrapping_mul(pow[b - a]));
+        let join = |left: u64, right: u64, right_len: usize| left.wrapping_mul(pow[right_len]).wrapping_add(right);
+        let finish = |h: u64, len: usize| mix(h ^ (len as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        self.out.clear();
+        self.out.push(finish(p[n], n));
+        for i in 0..n {
+            let without_i = join(p[i], part(i + 1, n), n - i - 1);
+            self.out.push(finish(without_i, n - 1));
+            for j in i + 1..n {
+                let before_j = join(p[i], part(i + 1, j), j - i - 1);
+                self.out.push(finish(join(before_j, part(j + 1, n), n - j - 1), n - 2));
+            }
+        }
+        // Runs of equal symbols give the same variant several times.
+        self.out.sort_unstable();
+        self.out.dedup();
+        &self.out
+    }
+}
+
+/// A bijective finaliser (murmur3's), so that the top bits that pick a group
+/// depend on every symbol.
+#[inline]
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every variant spelled out, each hashed as a whole string.
+    fn spelled_out(s: &[u32]) -> Vec<u64> {
+        let n = s.len();
+        let mut strings = vec![s.to_vec()];
+        for i in 0..n {
+            strings.push([&s[..i], &s[i + 1..]].concat());
+            for j in i + 1..n {
+                strings.push([&s[..i], &s[i + 1..j], &s[j + 1..]].concat());
+            }
+        }
+        let mut hasher = VariantHasher::default();
+        let mut out: Vec<u64> = strings.iter().map(|v| whole(&mut hasher, v)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The hash of `s` itself: the only variant of its own length, which
+    /// `variants` computes first.
+    fn whole(hasher: &mut VariantHasher, s: &[u32]) -> u64 {
+        hasher.variants(s);
+        let n = s.len();
+        mix(hasher.prefixes[n] ^ (n as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
+    }
+
+    #[test]
+    fn finds_strings_two_edits_away() {
+        let targets: Vec<Vec<u32>> = vec![vec![1, 2, 3, 4], vec![5, 6], vec![1, 3], vec![9, 9, 9, 9, 9]];
+        let mut hasher = VariantHasher::default();
+        let index = DeletionIndex::new(targets.iter().enumerate().map(|(k, t)| (k as u32, &t[..])), &mut hasher);
+        let mut found = Vec::new();
+        // Two substitutions away from [1, 2, 3, 4]; two insertions away from [1, 3].
+        index.for_each_candidate(&[1, 7, 3, 8], &mut hasher, |id| found.push(id));
+        found.sort_unstable();
+        found.dedup();
+        assert_eq!(found, vec![0, 2]);
+    }
+
+    proptest! {
+        #[test]
+        fn variant_hashes_are_those_of_the_spelled_out_variants(s in proptest::collection::vec(0u32..4, 0..12)) {
+            let mut hasher = VariantHasher::default();
+            prop_assert_eq!(hasher.variants(&s).to_vec(), spelled_out(&s));
+        }
+    }
+}
