@@ -103,17 +103,23 @@ impl TargetIndex<'_> {
     /// The nearest target if within distance 2 of `query` (which is no target
     /// string).
     fn nearest_within_two(&self, query: &Query<'_>, hasher: &mut VariantHasher) -> Option<Best> {
-        // Anything at distance 2 or less beats this.
-        let mut best = Best { distance: 3, id: 0 };
-        self.deletions.for_each_candidate(query.symbols, hasher, |id| {
-            let limit = best.limit_for(id);
-            if limit >= 1 {
-                if let Some(d) = query.distance_within(self.symbols.get(id as usize), limit) {
-                    best = Best { distance: d, id };
+        let variants = hasher.variants(query.symbols);
+        // Every string within `max_distance` shares a variant with at most that
+        // many deletions.
+        let nearest = |max_distance: u32| {
+            // Anything within `max_distance` beats this.
+            let mut best = Best { distance: max_distance + 1, id: 0 };
+            self.deletions.for_each_candidate(variants, max_distance, |id| {
+                let limit = best.limit_for(id);
+                if limit >= 1 {
+                    if let Some(d) = query.distance_within(self.symbols.get(id as usize), limit) {
+                        best = Best { distance: d, id };
+                    }
                 }
-            }
-        });
-        (best.distance <= 2).then_some(best)
+            });
+            (best.distance <= max_distance).then_some(best)
+        };
+        nearest(1).or_else(|| nearest(2))
     }
 
     /// The nearest target to `query`, which is at least `floor` from every
@@ -375,6 +381,24 @@ mod tests {
         #[test]
         fn equals_brute_force(source in proptest::collection::vec("[abĠ▁é]{0,6}", 1..30),
                               target in proptest::collection::vec("[ab▁éc]{0,6}", 1..30)) {
+            let fast = build_vocab_map(&source, &target, "Ġ", "▁").unwrap();
+            prop_assert_eq!(fast, brute_force(&source, &target, "Ġ", "▁"));
+        }
+
+        /// Three letters and many repeated lengths: distances 2 and 3 with ties
+        /// between several targets are common.
+        #[test]
+        fn equals_brute_force_with_ties(source in proptest::collection::vec("[abc]{0,9}", 1..40),
+                                        target in proptest::collection::vec("[abc]{0,8}", 1..60)) {
+            let fast = build_vocab_map(&source, &target, "Ġ", "▁").unwrap();
+            prop_assert_eq!(fast, brute_force(&source, &target, "Ġ", "▁"));
+        }
+
+        /// Queries far from every target (the scan), and tokens longer than the
+        /// 64 symbols of the bit-parallel kernel on both sides.
+        #[test]
+        fn equals_brute_force_far_and_long(source in proptest::collection::vec("[a-e]{5,14}|[ab]{60,72}", 1..20),
+                                           target in proptest::collection::vec("[a-e]{0,6}|[ab]{58,70}", 1..40)) {
             let fast = build_vocab_map(&source, &target, "Ġ", "▁").unwrap();
             prop_assert_eq!(fast, brute_force(&source, &target, "Ġ", "▁"));
         }

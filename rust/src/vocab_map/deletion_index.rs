@@ -5,7 +5,9 @@
 //! insertion a deletion on the other side. The index holds a hash of every
 //! target variant with zero, one or two symbols deleted; a query looks up its
 //! own variants. A hit shares a variant, so it may still be up to four edits
-//! away (or a hash collision): the caller verifies every candidate.
+//! away (or a hash collision): the caller verifies every candidate. Each hash
+//! carries the number of deletions in its two low bits, so that a search for
+//! distance 1 can stick to variants with at most one deletion on each side.
 
 /// Hashes of deletion variants, grouped by their top bits (a counting sort, so
 /// building costs no comparison sort even for millions of variants).
@@ -13,7 +15,8 @@ pub struct DeletionIndex {
     /// Start of each group in `entries`; group `g` holds the hashes whose top
     /// bits are `g`.
     starts: Vec<u32>,
-    /// (low 32 bits of the hash, target id); the top bits are the group.
+    /// (low 32 bits of the hash, target id); the top bits are the group, the
+    /// two lowest the number of deletions.
     entries: Vec<(u32, u32)>,
     shift: u32,
 }
@@ -45,19 +48,26 @@ impl DeletionIndex {
         DeletionIndex { starts, entries, shift }
     }
 
-    /// Calls `visit` with the id of every indexed string that shares a deletion
-    /// variant with `query` (an id may come more than once).
-    pub fn for_each_candidate(&self, query: &[u32], hasher: &mut VariantHasher, mut visit: impl FnMut(u32)) {
-        for &h in hasher.variants(query) {
+    /// Calls `visit` with the id of every indexed string that shares a variant
+    /// with at most `max_deletions` deletions with the query whose `variants`
+    /// are given (an id may come more than once). Up to two deletions find every
+    /// string within distance 2, up to one every string within distance 1.
+    pub fn for_each_candidate(&self, variants: &[u64], max_deletions: u32, mut visit: impl FnMut(u32)) {
+        for &h in variants.iter().filter(|&&h| deletions(h as u32) <= max_deletions) {
             let group = (h >> self.shift) as usize;
             let entries = &self.entries[self.starts[group] as usize..self.starts[group + 1] as usize];
             for &(low, id) in entries {
-                if low == h as u32 {
+                if low >> 2 == (h as u32) >> 2 && deletions(low) <= max_deletions {
                     visit(id);
                 }
             }
         }
     }
+}
+
+#[inline]
+fn deletions(tagged: u32) -> u32 {
+    tagged & 3
 }
 
 /// Scratch space for the hashes of one string's deletion variants.
@@ -94,15 +104,14 @@ impl VariantHasher {
         // Hash of symbols[a..b].
         let part = |a: usize, b: usize| p[b].wrapping_sub(p[a].wrapping_mul(pow[b - a]));
         let join = |left: u64, right: u64, right_len: usize| left.wrapping_mul(pow[right_len]).wrapping_add(right);
-        let finish = |h: u64, len: usize| mix(h ^ (len as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
         self.out.clear();
-        self.out.push(finish(p[n], n));
+        self.out.push(finish(p[n], n, 0));
         for i in 0..n {
             let without_i = join(p[i], part(i + 1, n), n - i - 1);
-            self.out.push(finish(without_i, n - 1));
+            self.out.push(finish(without_i, n - 1, 1));
             for j in i + 1..n {
                 let before_j = join(p[i], part(i + 1, j), j - i - 1);
-                self.out.push(finish(join(before_j, part(j + 1, n), n - j - 1), n - 2));
+                self.out.push(finish(join(before_j, part(j + 1, n), n - j - 1), n - 2, 2));
             }
         }
         // Runs of equal symbols give the same variant several times.
@@ -110,6 +119,13 @@ impl VariantHasher {
         self.out.dedup();
         &self.out
     }
+}
+
+/// The hash of a variant of `len` symbols from its polynomial hash `h`, tagged
+/// with its number of deletions.
+#[inline]
+fn finish(h: u64, len: usize, deletions: u64) -> u64 {
+    mix(h ^ (len as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)) & !3 | deletions
 }
 
 /// A bijective finaliser (murmur3's), so that the top bits that pick a group
@@ -139,7 +155,7 @@ mod tests {
             }
         }
         let mut hasher = VariantHasher::default();
-        let mut out: Vec<u64> = strings.iter().map(|v| whole(&mut hasher, v)).collect();
+        let mut out: Vec<u64> = strings.iter().map(|v| whole(&mut hasher, v) & !3 | (n - v.len()) as u64).collect();
         out.sort_unstable();
         out.dedup();
         out
@@ -150,7 +166,7 @@ mod tests {
     fn whole(hasher: &mut VariantHasher, s: &[u32]) -> u64 {
         hasher.variants(s);
         let n = s.len();
-        mix(hasher.prefixes[n] ^ (n as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93))
+        finish(hasher.prefixes[n], n, 0)
     }
 
     #[test]
@@ -158,12 +174,18 @@ mod tests {
         let targets: Vec<Vec<u32>> = vec![vec![1, 2, 3, 4], vec![5, 6], vec![1, 3], vec![9, 9, 9, 9, 9]];
         let mut hasher = VariantHasher::default();
         let index = DeletionIndex::new(targets.iter().enumerate().map(|(k, t)| (k as u32, &t[..])), &mut hasher);
-        let mut found = Vec::new();
+        let mut found = |query: &[u32], max_deletions| {
+            let mut found = Vec::new();
+            index.for_each_candidate(hasher.variants(query), max_deletions, |id| found.push(id));
+            found.sort_unstable();
+            found.dedup();
+            found
+        };
         // Two substitutions away from [1, 2, 3, 4]; two insertions away from [1, 3].
-        index.for_each_candidate(&[1, 7, 3, 8], &mut hasher, |id| found.push(id));
-        found.sort_unstable();
-        found.dedup();
-        assert_eq!(found, vec![0, 2]);
+        assert_eq!(found(&[1, 7, 3, 8], 2), vec![0, 2]);
+        assert_eq!(found(&[1, 7, 3, 8], 1), Vec::<u32>::new());
+        // One substitution away from [1, 2, 3, 4], one insertion away from [1, 3].
+        assert_eq!(found(&[1, 2, 3], 1), vec![0, 2]);
     }
 
     proptest! {
