@@ -255,7 +255,7 @@ fn nearest_images(source: &SymbolTable, target: &SymbolTable, alphabet: usize, c
         bucket.histograms.push(binning.histogram(symbols));
         bucket.symbols.extend_from_slice(symbols);
     }
-    let deletions = DeletionIndex::new(strings(), &mut VariantHasher::default());
+    let deletions = DeletionIndex::new(&strings().collect::<Vec<_>>());
     let index = TargetIndex { symbols: target, deletions, buckets, binning };
 
     (0..source.len())
