@@ -116,11 +116,11 @@ impl VariantHasher {
         let join = |left: u64, right: u64, right_len: usize| left.wrapping_mul(pow[right_len]).wrapping_add(right);
         self.out.clear();
         self.out.push(finish(p[n], n, 0));
-        for i in 0..n {
-            let without_i = join(p[i], part(i + 1, n), n - i - 1);
+        for (i, &before_i) in p[..n].iter().enumerate() {
+            let without_i = join(before_i, part(i + 1, n), n - i - 1);
             self.out.push(finish(without_i, n - 1, 1));
             for j in i + 1..n {
-                let before_j = join(p[i], part(i + 1, j), j - i - 1);
+                let before_j = join(before_i, part(i + 1, j), j - i - 1);
                 self.out.push(finish(join(before_j, part(j + 1, n), n - j - 1), n - 2, 2));
             }
         }
