@@ -49,7 +49,8 @@ impl Best {
         distance < self.distance || (distance == self.distance && id < self.id)
     }
 
-    /// The largest distance at which `id` would beat this.
+    /// The largest distance at which `id` would beat this (`distance` is never
+    /// 0 here: exact matches are looked up before any search).
     #[inline]
     fn limit_for(&self, id: u32) -> u32 {
         if id < self.id {
