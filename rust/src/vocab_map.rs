@@ -2,17 +2,24 @@
 //! distance (MinED), ties to the lowest target id.
 //!
 //! The result is exactly the brute-force one, but most of the |V_s| x |V_t| pairs
-//! are never compared: targets are bucketed by length and visited in order of
-//! length difference, a pair is skipped when a lower bound already exceeds the
-//! best distance found (length difference, and characters present in one string
-//! only, kept as 64-bit signatures), and the remaining pairs run the bit-parallel
-//! kernel with an early exit at the current best.
+//! are never compared. A query that is a target string is looked up; one within
+//! two edits of a target finds it through an index of deletion variants
+//! (`deletion_index`). Only the rest, known to be at least three edits from every
+//! target, scan targets: bucketed by length and visited in order of length
+//! difference, a pair is skipped when a lower bound from symbol counts
+//! (`histogram`) already exceeds the best distance found, and the remaining
+//! pairs run the bit-parallel kernel with an early exit at the current best.
+
+mod deletion_index;
+mod histogram;
 
 use std::collections::HashMap;
 
 use rayon::prelude::*;
 
 use crate::edit_distance::{dp_distance, PatternTable};
+use crate::vocab_map::deletion_index::{DeletionIndex, VariantHasher};
+use crate::vocab_map::histogram::{Binning, Histogram};
 use crate::error::{Error, Result};
 use crate::normalize::NormalizedVocab;
 use crate::vocab::{Alphabet, SymbolTable};
@@ -27,71 +34,6 @@ pub struct VocabMap {
     pub distances: Vec<i32>,
 }
 
-/// The signature bit of a symbol.
-#[inline]
-fn bucket(symbol: u32) -> u32 {
-    symbol.wrapping_mul(0x9E37_79B9) >> 26
-}
-
-/// A 64-bit set of hashed symbols: a bit set in one string's signature and not in
-/// the other's stands for a character that needs an edit.
-#[inline]
-fn signature(symbols: &[u32]) -> u64 {
-    symbols.iter().fold(0u64, |sig, &s| sig | 1u64 << bucket(s))
-}
-
-/// The string being mapped, with what the lower bounds need.
-struct Query<'a> {
-    symbols: &'a [u32],
-    signature: u64,
-    /// Occurrences per signature bit: an upper bound of how many of its symbols
-    /// can match a string with that bit set.
-    counts: [u8; 64],
-}
-
-impl<'a> Query<'a> {
-    fn new(symbols: &'a [u32]) -> Self {
-        let mut counts = [0u8; 64];
-        for &s in symbols {
-            let c = &mut counts[bucket(s) as usize];
-            *c = c.saturating_add(1);
-        }
-        Query { symbols, signature: signature(symbols), counts }
-    }
-
-    /// Whether a string of `len` symbols with signature `sig` can beat `best`
-    /// (at `id`), by lower bounds of its distance: characters present in one
-    /// string only need an edit each, and an alignment has at most as many
-    /// matches as the strings share symbols.
-    #[inline]
-    fn may_beat(&self, best: &Best, id: u32, length_gap: u32, len: usize, sig: u64) -> bool {
-        let only_one_side = (sig & !self.signature).count_ones().max((self.signature & !sig).count_ones());
-        if !best.beaten_by(length_gap.max(only_one_side), id) {
-            return false;
-        }
-        let mut shared = sig & self.signature;
-        let mut matches = 0u32;
-        while shared != 0 {
-            matches += u32::from(self.counts[shared.trailing_zeros() as usize]);
-            shared &= shared - 1;
-        }
-        let longest = self.symbols.len().max(len) as u32;
-        best.beaten_by(longest.saturating_sub(matches.min(len as u32)), id)
-    }
-}
-
-/// Target strings of one length, in increasing id order.
-#[derive(Default)]
-struct LengthBucket {
-    ids: Vec<u32>,
-    signatures: Vec<u64>,
-}
-
-struct TargetIndex<'a> {
-    symbols: &'a SymbolTable,
-    buckets: Vec<LengthBucket>,
-}
-
 #[derive(Clone, Copy)]
 struct Best {
     distance: u32,
@@ -99,131 +41,123 @@ struct Best {
 }
 
 impl Best {
+    /// Nothing found yet.
+    const NONE: Best = Best { distance: u32::MAX, id: u32::MAX };
+
     #[inline]
     fn beaten_by(&self, distance: u32, id: u32) -> bool {
         distance < self.distance || (distance == self.distance && id < self.id)
     }
+
+    /// The largest distance at which `id` would beat this (`distance` is never
+    /// 0 here: exact matches are looked up before any search).
+    #[inline]
+    fn limit_for(&self, id: u32) -> u32 {
+        if id < self.id {
+            self.distance
+        } else {
+            self.distance - 1
+        }
+    }
 }
 
-/// Hash of a symbol sequence with the symbol at `skip` left out (`None`: none).
-#[inline]
-fn hash_without(symbols: &[u32], skip: Option<usize>) -> u64 {
-    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    for (k, &s) in symbols.iter().enumerate() {
-        if Some(k) != skip {
-            h = (h ^ u64::from(s)).wrapping_mul(0x0000_0100_0000_01B3).rotate_left(5);
-        }
-    }
-    h
+/// The string being mapped, with what the search needs.
+struct Query<'a> {
+    symbols: &'a [u32],
+    histogram: Histogram,
+    /// The bit-parallel pattern of `symbols`, when they fit in 64.
+    table: Option<&'a PatternTable>,
 }
 
-/// Every target string at distance exactly 1 from a query, found through
-/// one-deletion variants (a string at distance 1 differs by one insertion,
-/// deletion or substitution, so one deletion on one or both sides makes the
-/// strings equal). Keys are hashes, so every hit is verified.
-struct DeletionIndex {
-    /// (hash of the whole string, id).
-    whole: Vec<(u64, u32)>,
-    /// (hash of the string without one symbol, id, position of that symbol).
-    deleted: Vec<(u64, u32, u32)>,
+impl Query<'_> {
+    /// The distance to `target` if at most `limit`.
+    #[inline]
+    fn distance_within(&self, target: &[u32], limit: u32) -> Option<u32> {
+        match self.table {
+            Some(table) => table.bounded_distance(target, limit),
+            None => Some(dp_distance(self.symbols, target)).filter(|&d| d <= limit),
+        }
+    }
 }
 
-impl DeletionIndex {
-    fn new(symbols: &SymbolTable, ids: impl Iterator<Item = u32>) -> Self {
-        let (mut whole, mut deleted) = (Vec::new(), Vec::new());
-        for id in ids {
-            let t = symbols.get(id as usize);
-            whole.push((hash_without(t, None), id));
-            deleted.extend((0..t.len()).map(|k| (hash_without(t, Some(k)), id, k as u32)));
-        }
-        whole.sort_unstable();
-        deleted.sort_unstable();
-        DeletionIndex { whole, deleted }
-    }
+/// Target strings of one length, in increasing id order.
+#[derive(Default)]
+struct LengthBucket {
+    ids: Vec<u32>,
+    histograms: Vec<Histogram>,
+    /// The strings one after another, so that a scan reads memory in order.
+    symbols: Vec<u32>,
+}
 
-    /// Ids whose whole-string hash is `h`.
-    fn whole_matching(&self, h: u64) -> impl Iterator<Item = u32> + '_ {
-        let start = self.whole.partition_point(|e| e.0 < h);
-        self.whole[start..].iter().take_while(move |e| e.0 == h).map(|e| e.1)
-    }
-
-    /// (id, position) of deletion variants whose hash is `h`.
-    fn deleted_matching(&self, h: u64) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let start = self.deleted.partition_point(|e| e.0 < h);
-        self.deleted[start..].iter().take_while(move |e| e.0 == h).map(|e| (e.1, e.2))
-    }
-
-    /// The lowest id at distance exactly 1 from `query` (which is no target string).
-    fn nearest_at_one(&self, query: &[u32], symbols: &SymbolTable, table: &PatternTable) -> Option<u32> {
-        let mut best: Option<u32> = None;
-        let mut consider = |id: u32| {
-            if best.is_none_or(|b| id < b) && table.bounded_distance(symbols.get(id as usize), 1).is_some() {
-                best = Some(id);
-            }
-        };
-        // The target has one more symbol.
-        for (id, _) in self.deleted_matching(hash_without(query, None)) {
-            consider(id);
-        }
-        for k in 0..query.len() {
-            let h = hash_without(query, Some(k));
-            // The target has one symbol less.
-            self.whole_matching(h).for_each(&mut consider);
-            // One symbol differs, at the same position.
-            for (id, pos) in self.deleted_matching(h) {
-                if pos as usize == k {
-                    consider(id);
-                }
-            }
-        }
-        best
-    }
+/// The candidate targets (each distinct string once, at its lowest id), indexed
+/// for the two stages of the search.
+struct TargetIndex<'a> {
+    symbols: &'a SymbolTable,
+    /// Stage 1: every candidate within distance 2.
+    deletions: DeletionIndex,
+    /// Stage 2: a scan by length difference.
+    buckets: Vec<LengthBucket>,
+    binning: Binning,
 }
 
 impl TargetIndex<'_> {
-    fn scan(&self, bucket: &LengthBucket, bucket_len: usize, length_gap: u32, query: &Query<'_>,
-            table: &PatternTable, best: &mut Best) {
-        let source = query.symbols;
-        for (&id, &sig) in bucket.ids.iter().zip(&bucket.signatures) {
-            if length_gap == best.distance && id > best.id {
-                break; // every later id is larger and no closer
-            }
-            if !query.may_beat(best, id, length_gap, bucket_len, sig) {
-                continue;
-            }
-            let limit = if id < best.id { best.distance } else { best.distance - 1 };
-            let target = self.symbols.get(id as usize);
-            let distance = if source.len() <= 64 {
-                table.bounded_distance(target, limit)
-            } else {
-                Some(dp_distance(source, target)).filter(|&d| d <= limit)
-            };
-            if let Some(d) = distance {
-                if best.beaten_by(d, id) {
-                    *best = Best { distance: d, id };
+    /// The nearest target if within distance 2 of `query` (which is no target
+    /// string).
+    fn nearest_within_two(&self, query: &Query<'_>, hasher: &mut VariantHasher) -> Option<Best> {
+        let variants = hasher.variants(query.symbols);
+        // Every string within `max_distance` shares a variant with at most that
+        // many deletions.
+        let nearest = |max_distance: u32| {
+            // Anything within `max_distance` beats this.
+            let mut best = Best { distance: max_distance + 1, id: 0 };
+            self.deletions.for_each_candidate(variants, max_distance, |id| {
+                let limit = best.limit_for(id);
+                if limit >= 1 {
+                    if let Some(d) = query.distance_within(self.symbols.get(id as usize), limit) {
+                        best = Best { distance: d, id };
+                    }
                 }
-            }
-        }
+            });
+            (best.distance <= max_distance).then_some(best)
+        };
+        nearest(1).or_else(|| nearest(2))
     }
 
-    /// The nearest target to `source`, which `table` already holds as its
-    /// pattern (when it fits in 64 symbols).
-    fn nearest(&self, source: &[u32], table: &PatternTable) -> Best {
-        let query = Query::new(source);
-        let len = source.len();
-        let mut best = Best { distance: u32::MAX, id: u32::MAX };
+    /// The nearest target to `query`, which is at least `floor` from every
+    /// target: buckets in order of length difference, each in id order.
+    fn nearest(&self, query: &Query<'_>, floor: u32) -> Best {
+        let len = query.symbols.len();
+        let mut best = Best::NONE;
         for gap in 0..=len.max(self.buckets.len()) {
-            if gap as u32 > best.distance {
+            let bound = (gap as u32).max(floor);
+            if bound > best.distance {
                 break;
             }
             let shorter = len.checked_sub(gap).filter(|_| gap > 0);
             for bucket_len in [Some(len + gap), shorter].into_iter().flatten() {
                 if let Some(bucket) = self.buckets.get(bucket_len) {
-                    self.scan(bucket, bucket_len, gap as u32, &query, table, &mut best);
+                    self.scan(bucket, gap as u32, bound, query, &mut best);
                 }
             }
         }
         best
+    }
+
+    /// Improves `best` from one bucket whose strings are all `gap` symbols
+    /// longer or shorter than the query and at least `bound` from it.
+    fn scan(&self, bucket: &LengthBucket, gap: u32, bound: u32, query: &Query<'_>, best: &mut Best) {
+        let len = bucket.symbols.len() / bucket.ids.len().max(1);
+        for (k, (&id, histogram)) in bucket.ids.iter().zip(&bucket.histograms).enumerate() {
+            if bound >= best.distance && id > best.id {
+                break; // every later id is larger and no closer
+            }
+            if !best.beaten_by(query.histogram.lower_bound(histogram, gap).max(bound), id) {
+                continue;
+            }
+            if let Some(d) = query.distance_within(&bucket.symbols[k * len..(k + 1) * len], best.limit_for(id)) {
+                *best = Best { distance: d, id };
+            }
+        }
     }
 }
 
@@ -307,38 +241,36 @@ pub fn build_byte_vocab_map(
 /// distance)`. Symbols are below `alphabet`.
 fn nearest_images(source: &SymbolTable, target: &SymbolTable, alphabet: usize, candidates: &[u32]) -> Vec<(i32, i32)> {
     let mut first_target: HashMap<&[u32], u32> = HashMap::with_capacity(candidates.len());
+    let distinct: Vec<u32> =
+        candidates.iter().copied().filter(|&id| *first_target.entry(target.get(id as usize)).or_insert(id) == id).collect();
+    // A repeated string never beats its first occurrence.
+    let strings = || distinct.iter().map(|&id| (id, target.get(id as usize)));
+    let binning = Binning::new(alphabet, strings().map(|(_, s)| s));
     let mut buckets: Vec<LengthBucket> = Vec::new();
-    for &id in candidates {
-        let symbols = target.get(id as usize);
-        if *first_target.entry(symbols).or_insert(id) != id {
-            continue; // a repeated string never beats its first occurrence
-        }
+    for (id, symbols) in strings() {
         if buckets.len() <= symbols.len() {
             buckets.resize_with(symbols.len() + 1, LengthBucket::default);
         }
         let bucket = &mut buckets[symbols.len()];
         bucket.ids.push(id);
-        bucket.signatures.push(signature(symbols));
+        bucket.histograms.push(binning.histogram(symbols));
+        bucket.symbols.extend_from_slice(symbols);
     }
-    let distance_one = DeletionIndex::new(target, buckets.iter().flat_map(|b| b.ids.iter().copied()));
-    let index = TargetIndex { symbols: target, buckets };
+    let deletions = DeletionIndex::new(&strings().collect::<Vec<_>>());
+    let index = TargetIndex { symbols: target, deletions, buckets, binning };
 
     (0..source.len())
         .into_par_iter()
         .map_init(
-            || PatternTable::new(alphabet),
-            |table, k| {
-                let query = source.get(k);
-                if let Some(&id) = first_target.get(query) {
+            || (PatternTable::new(alphabet), VariantHasher::default()),
+            |(table, hasher), k| {
+                let symbols = source.get(k);
+                if let Some(&id) = first_target.get(symbols) {
                     return (id as i32, 0);
                 }
-                if table.set(query) {
-                    if let Some(id) = distance_one.nearest_at_one(query, target, table) {
-                        return (id as i32, 1);
-                    }
-                }
-                // The table still holds `query` as its pattern.
-                let best = index.nearest(query, table);
+                let fits = table.set(symbols);
+                let query = Query { symbols, histogram: index.binning.histogram(symbols), table: fits.then_some(&*table) };
+                let best = index.nearest_within_two(&query, hasher).unwrap_or_else(|| index.nearest(&query, 3));
                 (best.id as i32, best.distance as i32)
             },
         )
@@ -450,6 +382,24 @@ mod tests {
         #[test]
         fn equals_brute_force(source in proptest::collection::vec("[abĠ▁é]{0,6}", 1..30),
                               target in proptest::collection::vec("[ab▁éc]{0,6}", 1..30)) {
+            let fast = build_vocab_map(&source, &target, "Ġ", "▁").unwrap();
+            prop_assert_eq!(fast, brute_force(&source, &target, "Ġ", "▁"));
+        }
+
+        /// Three letters and many repeated lengths: distances 2 and 3 with ties
+        /// between several targets are common.
+        #[test]
+        fn equals_brute_force_with_ties(source in proptest::collection::vec("[abc]{0,9}", 1..40),
+                                        target in proptest::collection::vec("[abc]{0,8}", 1..60)) {
+            let fast = build_vocab_map(&source, &target, "Ġ", "▁").unwrap();
+            prop_assert_eq!(fast, brute_force(&source, &target, "Ġ", "▁"));
+        }
+
+        /// Queries far from every target (the scan), and tokens longer than the
+        /// 64 symbols of the bit-parallel kernel on both sides.
+        #[test]
+        fn equals_brute_force_far_and_long(source in proptest::collection::vec("[a-e]{5,14}|[ab]{60,72}", 1..20),
+                                           target in proptest::collection::vec("[a-e]{0,6}|[ab]{58,70}", 1..40)) {
             let fast = build_vocab_map(&source, &target, "Ġ", "▁").unwrap();
             prop_assert_eq!(fast, brute_force(&source, &target, "Ġ", "▁"));
         }
