@@ -98,9 +98,9 @@ def test_compiled_call(benchmark, aligners, blocks, configuration):
     benchmark.group = f"compiled call alone, {BLOCKS} x {LENGTH} target tokens, K=10, 1 worker"
     t_flat, t_starts, t_lengths = sequences([b.target_ids for b in blocks], None, "target_ids", "target_lengths")
     s_flat, s_starts, s_lengths = sequences([b.source_ids for b in blocks], None, "source_ids", "source_lengths")
-    k_ids, k_logits, k_starts = topk_rows([b.topk_ids for b in blocks], [b.topk_logits for b in blocks], s_lengths)
+    k_ids, k_logits, k = topk_rows([b.topk_ids for b in blocks], [b.topk_logits for b in blocks], s_lengths)
     core = aligners[normalize]._core
-    benchmark(core.align, t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k_starts,
+    benchmark(core.align, t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k=k,
               vocab_align="soft", onehot="next", workers=1, method=method, candidates=candidates)
     _record(benchmark, blocks)
 

@@ -97,9 +97,8 @@ fn bench_align(c: &mut Criterion) {
             source_ids: &w.source,
             source_starts: &[0],
             source_lengths: &[w.source.len()],
-            topk_ids: &w.topk_ids,
-            topk_logits: &w.topk_logits,
-            topk_starts: &[0],
+            topk_ids: vec![&w.topk_ids],
+            topk_logits: vec![&w.topk_logits],
             k: 10,
         };
         w.aligner.align_batch(&input, VocabAlign::Soft, OneHot::Next).unwrap();

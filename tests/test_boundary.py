@@ -193,6 +193,13 @@ def test_topk_id_forms_give_same_result(layout, form, expected):
     assert_same_result(out, expected)
 
 
+def test_topk_rows_of_mixed_integer_dtypes_give_same_result(expected):
+    forms = [ID_FORMS["int32"], ID_FORMS["int64"], lambda r: np.asarray(r, dtype=np.int16)]
+    topk = [forms[b % len(forms)](r) for b, r in enumerate(BATCH.topk_ids)]
+    out = ff.align_batch(ALIGNER, BATCH.target_ids, BATCH.source_ids, topk, BATCH.topk_logits)
+    assert_same_result(out, expected)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["ragged", "padded"])
 def test_logit_dtypes_give_same_result(dtype, layout, expected):

@@ -145,11 +145,13 @@ def _starts(lengths: np.ndarray) -> np.ndarray:
 
 def topk_rows(
     ids: Any, logits: Any, source_lengths: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k ids and logits as ``(ids [rows, K], float32 logits [rows, K], starts)``.
+) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """Top-k ids and logits as ``(per-text ids [n_b, K], per-text float32 logits [n_b, K], K)``.
 
-    Accepts per-text ``[n_b, K]`` arrays (ragged) or padded ``[B, N, K]`` arrays.
-    Integer ids keep their dtype when it is int32 or int64 (no copy).
+    Accepts per-text ``[n_b, K]`` arrays (ragged) or padded ``[B, N, K]`` arrays
+    (then every text gets its ``[N, K]`` row). Nothing is concatenated: arrays
+    that are C-contiguous, with int32 or int64 ids (the same for every text) and
+    float32 logits, pass as they are.
     """
     batch = len(source_lengths)
     if _is_padded(ids) != _is_padded(logits) and not (_is_padded(ids) and batch == 0):
@@ -171,10 +173,7 @@ def topk_rows(
             b = int(too_short[0])
             raise InvalidInputError(f"source_topk_ids: text {b} has {ids.shape[1]} rows but "
                                     f"source_ids[{b}] has {int(source_lengths[b])} tokens")
-        rows, k = ids.shape[0] * ids.shape[1], ids.shape[2]
-        flat_ids = _topk_ids(ids).reshape(rows, k)
-        flat_logits = _float32(logits).reshape(rows, k)
-        return flat_ids, flat_logits, np.arange(batch, dtype=np.int64) * ids.shape[1]
+        return list(_topk_ids(ids)), list(_float32(logits)), ids.shape[2]
     id_rows, logit_rows = _rows(ids, "source_topk_ids"), _rows(logits, "source_topk_logits")
     for arg, rows in (("source_topk_ids", id_rows), ("source_topk_logits", logit_rows)):
         if len(rows) != batch:
@@ -194,10 +193,12 @@ def topk_rows(
                                         f"{length} tokens")
     # Empty rows given as plain lists read as float64: they do not decide the dtype.
     filled = [r for r in id_rows if r.size]
-    dtype = np.result_type(*filled) if filled else np.int64
-    flat_ids = np.concatenate(id_rows).astype(dtype, copy=False) if id_rows else np.zeros((0, k), np.int64)
-    flat_logits = np.concatenate(logit_rows) if logit_rows else np.zeros((0, k), np.float32)
-    return _topk_ids(flat_ids), _float32(flat_logits), _starts(source_lengths)
+    for row in filled:
+        _check_integer(row, "source_topk_ids")
+    dtype = np.result_type(*filled) if filled else np.dtype(np.int64)
+    if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
+        dtype = np.dtype(np.int64)
+    return [np.ascontiguousarray(r, dtype=dtype) for r in id_rows], [_float32(r) for r in logit_rows], k
 
 
 def _rows(value: Any, arg: str) -> list[np.ndarray]:

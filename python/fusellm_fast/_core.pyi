@@ -112,10 +112,10 @@ class Aligner:
         source_ids: NDArray[np.int64],
         source_starts: NDArray[np.int64],
         source_lengths: NDArray[np.int64],
-        topk_ids: NDArray[np.int32] | NDArray[np.int64],
-        topk_logits: NDArray[np.float32],
-        topk_starts: NDArray[np.int64],
+        topk_ids: Sequence[NDArray[np.int32]] | Sequence[NDArray[np.int64]],
+        topk_logits: Sequence[NDArray[np.float32]],
         *,
+        k: int,
         vocab_align: Literal["soft", "hard"],
         onehot: Literal["next", "current"],
         workers: int,
@@ -124,7 +124,9 @@ class Aligner:
     ) -> tuple[NDArray[np.int32], NDArray[np.float32], NDArray[np.int8], NDArray[np.int32], dict[str, int]]:
         """Aligns a batch given as flat 1-D id buffers plus per-text starts and lengths.
 
-        ``topk_ids`` and ``topk_logits`` are C-contiguous ``[rows, K]``. Returns ids
+        ``topk_ids`` and ``topk_logits`` hold one C-contiguous ``[rows, k]`` array per
+        text (at least as many rows as its source tokens; int32 or int64 ids, the
+        same for every text), borrowed without copying. Returns ids
         ``[B, max target length, max(K, 1)]``, logits of the same shape, the status of
         every position ``[B, max target length]``, the source position paired with
         each (-1: none) and the counts (``positions``,

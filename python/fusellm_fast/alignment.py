@@ -422,12 +422,12 @@ def align_batch(
     s_flat, s_starts, s_lengths = sequences(source_ids, source_lengths, "source_ids", "source_lengths")
     if len(s_lengths) != len(t_lengths):
         raise InvalidInputError(f"source_ids: has {len(s_lengths)} texts but target_ids has {len(t_lengths)}")
-    k_ids, k_logits, k_starts = topk_rows(source_topk_ids, source_topk_logits, s_lengths)
+    k_ids, k_logits, k = topk_rows(source_topk_ids, source_topk_logits, s_lengths)
     uses_map = method == "dtw" or candidates == "mined"
     if vocab_align == "soft" and uses_map and aligner.vocab_map is None:
         aligner.build_vocab_map(workers=workers)
     ids, logits, status, source_positions, counts = aligner._core.align(
-        t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k_starts,
+        t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k=k,
         vocab_align=vocab_align, onehot=onehot, workers=workers, method=method, candidates=candidates,
     )
     return AlignedBatch(ids=ids, logits=logits, lengths=t_lengths, status=status, counts=AlignmentCounts(**counts),

@@ -182,9 +182,12 @@ impl AlignCounts {
     }
 }
 
-/// A batch of texts. Sequences are addressed by start (in positions) and length
-/// into flat buffers, so ragged batches (values plus offsets) and padded ones
-/// (start = row * width) are read the same way without copying.
+/// A batch of texts. Id sequences are addressed by start (in positions) and
+/// length into flat buffers, so ragged batches (values plus offsets) and padded
+/// ones (start = row * width) are read the same way without copying. Each
+/// text's top-k lists are a `[rows, k]` row-major block of their own (at least
+/// as many rows as the text has source tokens), so per-text arrays and the rows
+/// of one padded array are both read where they lie.
 pub struct BatchInput<'a, S, C> {
     pub target_ids: &'a [S],
     pub target_starts: &'a [usize],
@@ -192,11 +195,9 @@ pub struct BatchInput<'a, S, C> {
     pub source_ids: &'a [S],
     pub source_starts: &'a [usize],
     pub source_lengths: &'a [usize],
-    /// `[positions, k]` row-major; row `source_topk_starts[b] + i` holds source
-    /// position `i` of text `b`.
-    pub topk_ids: &'a [C],
-    pub topk_logits: &'a [f32],
-    pub topk_starts: &'a [usize],
+    /// Per text: row `i` holds the candidates of source position `i`.
+    pub topk_ids: Vec<&'a [C]>,
+    pub topk_logits: Vec<&'a [f32]>,
     pub k: usize,
 }
 
@@ -679,8 +680,7 @@ impl Aligner {
         read_ids(&input.target_ids[ts..ts + tl], self.target_size(), "target_ids", b, &mut scratch.target)?;
         read_ids(&input.source_ids[ss..ss + sl], self.source_size(), "source_ids", b, &mut scratch.source)?;
         let k = input.k;
-        let rows = input.topk_starts[b] * k..(input.topk_starts[b] + sl) * k;
-        let (topk_ids, topk_logits) = (&input.topk_ids[rows.clone()], &input.topk_logits[rows]);
+        let (topk_ids, topk_logits) = (&input.topk_ids[b][..sl * k], &input.topk_logits[b][..sl * k]);
         let size = self.source_size() as i64;
         let bad = |(&c, &logit): (&C, &f32)| {
             let c: i64 = c.into();
@@ -860,24 +860,21 @@ impl Aligner {
             ("target_lengths", input.target_lengths.len()),
             ("source_ids", input.source_starts.len()),
             ("source_lengths", input.source_lengths.len()),
-            ("source_topk_ids", input.topk_starts.len()),
+            ("source_topk_ids", input.topk_ids.len()),
+            ("source_topk_logits", input.topk_logits.len()),
         ] {
             if len != batch {
                 return Err(Error::invalid(name, format!("has {len} texts but target_ids has {batch}")));
             }
         }
-        if input.topk_ids.len() != input.topk_logits.len() {
-            return Err(Error::invalid("source_topk_logits", "shape differs from source_topk_ids"));
-        }
         for b in 0..batch {
+            if input.topk_ids[b].len() != input.topk_logits[b].len() {
+                return Err(Error::invalid("source_topk_logits", format!("text {b}: shape differs from source_topk_ids")));
+            }
             let bounds = [
                 ("target_ids", input.target_starts[b] + input.target_lengths[b], input.target_ids.len()),
                 ("source_ids", input.source_starts[b] + input.source_lengths[b], input.source_ids.len()),
-                (
-                    "source_topk_ids",
-                    (input.topk_starts[b] + input.source_lengths[b]) * input.k,
-                    input.topk_ids.len(),
-                ),
+                ("source_topk_ids", input.source_lengths[b] * input.k, input.topk_ids[b].len()),
             ];
             for (name, end, len) in bounds {
                 if end > len {
@@ -952,9 +949,8 @@ mod tests {
             source_ids: &[0i64, 2, 3],
             source_starts: &[0],
             source_lengths: &[3],
-            topk_ids: &topk_ids,
-            topk_logits: &topk_logits,
-            topk_starts: &[0],
+            topk_ids: vec![&topk_ids],
+            topk_logits: vec![&topk_logits],
             k: 2,
         };
         aligner.align_batch(&input, vocab_align, onehot).unwrap()
@@ -993,9 +989,8 @@ mod tests {
             source_ids: &[0i64],
             source_starts: &[0],
             source_lengths: &[1],
-            topk_ids: &[0i64],
-            topk_logits: &[0.0],
-            topk_starts: &[0],
+            topk_ids: vec![&[0i64]],
+            topk_logits: vec![&[0.0]],
             k: 1,
         };
         let err = aligner.align_batch(&input, VocabAlign::Hard, OneHot::Next).unwrap_err();
@@ -1017,9 +1012,8 @@ mod tests {
             source_ids: source_text,
             source_starts: &[0],
             source_lengths: &[source_text.len()],
-            topk_ids: &topk_ids,
-            topk_logits: &logits,
-            topk_starts: &[0],
+            topk_ids: vec![&topk_ids],
+            topk_logits: vec![&logits],
             k: 1,
         };
         let options = AlignOptions { vocab_align: VocabAlign::Hard, onehot: OneHot::Next, method, candidates };
@@ -1090,9 +1084,8 @@ mod tests {
             source_ids: &[0i64, 1],
             source_starts: &[0],
             source_lengths: &[2],
-            topk_ids: &[1i64, 1],
-            topk_logits: &[0.0, 0.0],
-            topk_starts: &[0],
+            topk_ids: vec![&[1i64, 1]],
+            topk_logits: vec![&[0.0, 0.0]],
             k: 1,
         };
         let options = AlignOptions {
@@ -1119,9 +1112,8 @@ mod tests {
             source_ids: &text,
             source_starts: &[0],
             source_lengths: &[6],
-            topk_ids: &topk_ids,
-            topk_logits: &topk_logits,
-            topk_starts: &[0],
+            topk_ids: vec![&topk_ids],
+            topk_logits: vec![&topk_logits],
             k: 3,
         };
         for method in [Method::Offsets, Method::Boundary] {

@@ -296,10 +296,12 @@ impl Aligner {
         Ok(map_arrays(py, self.inner.vocab_map().expect("built above")))
     }
 
-    /// Aligns a batch given as flat buffers plus per-text starts and lengths.
+    /// Aligns a batch: id sequences as flat buffers plus per-text starts and
+    /// lengths, top-k lists as one C-contiguous `[rows, k]` array per text (int32
+    /// or int64 ids, the same for every text; float32 logits), all borrowed.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (target_ids, target_starts, target_lengths, source_ids, source_starts, source_lengths,
-                        topk_ids, topk_logits, topk_starts, *, vocab_align, onehot, workers,
+                        topk_ids, topk_logits, *, k, vocab_align, onehot, workers,
                         method = "dtw", candidates = "mined"))]
     fn align<'py>(
         &self,
@@ -310,9 +312,9 @@ impl Aligner {
         source_ids: PyReadonlyArray1<'py, i64>,
         source_starts: PyReadonlyArray1<'py, i64>,
         source_lengths: PyReadonlyArray1<'py, i64>,
-        topk_ids: &Bound<'py, PyAny>,
-        topk_logits: PyReadonlyArray2<'py, f32>,
-        topk_starts: PyReadonlyArray1<'py, i64>,
+        topk_ids: Vec<Bound<'py, PyAny>>,
+        topk_logits: Vec<PyReadonlyArray2<'py, f32>>,
+        k: usize,
         vocab_align: &str,
         onehot: &str,
         workers: i64,
@@ -346,17 +348,12 @@ impl Aligner {
         let target_lengths = usize_vec(&target_lengths, "target_ids")?;
         let source_starts = usize_vec(&source_starts, "source_ids")?;
         let source_lengths = usize_vec(&source_lengths, "source_ids")?;
-        let topk_starts = usize_vec(&topk_starts, "source_topk_ids")?;
-        let k = topk_logits.shape()[1];
-        let logits = topk_logits.as_slice()?;
+        let logit_rows = rows_of_width(&topk_logits, k, "source_topk_logits")?;
         let inner = &self.inner;
 
         macro_rules! run {
-            ($ids:expr) => {{
-                let topk = $ids.as_slice()?;
-                if topk.len() != logits.len() {
-                    return errors::invalid("source_topk_logits", "shape differs from source_topk_ids".to_string());
-                }
+            ($id_arrays:expr) => {{
+                let id_arrays = $id_arrays;
                 let input = BatchInput {
                     target_ids: target_ids.as_slice()?,
                     target_starts: &target_starts,
@@ -364,9 +361,8 @@ impl Aligner {
                     source_ids: source_ids.as_slice()?,
                     source_starts: &source_starts,
                     source_lengths: &source_lengths,
-                    topk_ids: topk,
-                    topk_logits: logits,
-                    topk_starts: &topk_starts,
+                    topk_ids: rows_of_width(&id_arrays, k, "source_topk_ids")?,
+                    topk_logits: logit_rows,
                     k,
                 };
                 py.detach(|| match workers {
@@ -376,12 +372,15 @@ impl Aligner {
                 })
             }};
         }
-        let out = if let Ok(ids) = topk_ids.extract::<PyReadonlyArray2<'py, i32>>() {
-            run!(ids)
-        } else if let Ok(ids) = topk_ids.extract::<PyReadonlyArray2<'py, i64>>() {
-            run!(ids)
+        let out = if let Some(arrays) = arrays_of::<i32>(&topk_ids) {
+            run!(arrays)
+        } else if let Some(arrays) = arrays_of::<i64>(&topk_ids) {
+            run!(arrays)
         } else {
-            return errors::wrong_type("source_topk_ids", "must be a 2-D int32 or int64 array".to_string());
+            return errors::wrong_type(
+                "source_topk_ids",
+                "must be 2-D C-contiguous arrays, all int32 or all int64".to_string(),
+            );
         }
         .into_py_result()?;
 
@@ -394,6 +393,23 @@ impl Aligner {
             Array2::from_shape_vec(shape2, out.source_positions).expect("sized by align_batch").into_pyarray(py);
         Ok((ids, logits, status, source_positions, counts_dict(py, &out.counts)?))
     }
+}
+
+/// Every item borrowed as a 2-D array of `T`, or `None` if one is not.
+fn arrays_of<'py, T: numpy::Element>(items: &[Bound<'py, PyAny>]) -> Option<Vec<PyReadonlyArray2<'py, T>>> {
+    items.iter().map(|item| item.extract::<PyReadonlyArray2<'py, T>>().ok()).collect()
+}
+
+/// The row-major elements of each array, checked to have rows of `k` values.
+fn rows_of_width<'a, T: numpy::Element>(arrays: &'a [PyReadonlyArray2<'_, T>], k: usize, arg: &str) -> PyResult<Vec<&'a [T]>> {
+    arrays
+        .iter()
+        .enumerate()
+        .map(|(b, array)| match array.shape()[1] {
+            width if width == k || array.shape()[0] == 0 => Ok(array.as_slice()?),
+            width => errors::invalid(arg, format!("text {b} has rows of {width} candidates, expected {k}")),
+        })
+        .collect()
 }
 
 #[pymodule]
