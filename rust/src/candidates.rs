@@ -54,20 +54,25 @@ impl ExpBlock {
             return;
         }
         // First the shifted logits (-inf for an empty slot, whatever its logit),
-        // then one long loop of exponentials, which vectorizes.
+        // then one long loop of exponentials, which vectorizes. The shift is a
+        // row's first listed logit, its largest in a sorted top-k list; a row
+        // where a later one is larger is shifted again by its maximum.
         self.exps.resize(ids.len(), 0.0);
+        let valid = |c: C| c.into() >= 0;
         for ((row, row_logits), shifted) in ids.chunks_exact(k).zip(logits.chunks_exact(k)).zip(self.exps.chunks_exact_mut(k)) {
-            let valid = |c: C| c.into() >= 0;
-            // Logits are finite where listed, so a plain comparison will do;
-            // selects rather than branches.
-            let max = row.iter().zip(row_logits).fold(f32::NEG_INFINITY, |m, (&c, &l)| {
-                let l = if valid(c) { l } else { f32::NEG_INFINITY };
-                if l > m { l } else { m }
-            });
+            let first = row.iter().zip(row_logits).find(|(&c, _)| valid(c)).map_or(f32::NEG_INFINITY, |(_, &l)| l);
             for ((x, &c), &logit) in shifted.iter_mut().zip(row).zip(row_logits) {
-                *x = if valid(c) { logit - max } else { f32::NEG_INFINITY };
+                *x = if valid(c) { logit - first } else { f32::NEG_INFINITY };
             }
-            self.maxes.push(max);
+            self.maxes.push(first);
+        }
+        // One pass without early exit (it vectorizes) tells whether any row needs it.
+        if self.exps.iter().fold(false, |above, &x| above | (x > 0.0)) {
+            for (shifted, top) in self.exps.chunks_exact_mut(k).zip(&mut self.maxes) {
+                let excess = shifted.iter().fold(0.0f32, |m, &x| if x > m { x } else { m });
+                shifted.iter_mut().for_each(|x| *x -= excess);
+                *top += excess;
+            }
         }
         for x in &mut self.exps {
             *x = exp_nonpositive(*x);
