@@ -57,13 +57,11 @@ impl ExpBlock {
         // then one long loop of exponentials, which vectorizes. The shift is a
         // row's first listed logit, its largest in a sorted top-k list; a row
         // where a later one is larger is shifted again by its maximum.
-        self.exps.resize(ids.len(), 0.0);
         let valid = |c: C| c.into() >= 0;
-        for ((row, row_logits), shifted) in ids.chunks_exact(k).zip(logits.chunks_exact(k)).zip(self.exps.chunks_exact_mut(k)) {
+        for (row, row_logits) in ids.chunks_exact(k).zip(logits.chunks_exact(k)) {
             let first = row.iter().zip(row_logits).find(|(&c, _)| valid(c)).map_or(f32::NEG_INFINITY, |(_, &l)| l);
-            for ((x, &c), &logit) in shifted.iter_mut().zip(row).zip(row_logits) {
-                *x = if valid(c) { logit - first } else { f32::NEG_INFINITY };
-            }
+            let shifted = row.iter().zip(row_logits).map(|(&c, &logit)| if valid(c) { logit - first } else { f32::NEG_INFINITY });
+            self.exps.extend(shifted);
             self.maxes.push(first);
         }
         // One pass without early exit (it vectorizes) tells whether any row needs it.
