@@ -202,9 +202,10 @@ fn ln_at_least_one(x: f32) -> f32 {
 }
 
 impl CandidateScratch {
-    /// Prepares the `[rows, k]` top-k block of one text: every candidate's
-    /// image, all looked up in one pass so that the lookups (random reads of a
-    /// vocabulary-sized table) overlap instead of waiting in turn; with
+    /// Prepares the `[rows, k]` top-k block of one text: the image of every
+    /// candidate of the rows marked in `rows_used`, all looked up in one pass so
+    /// that the lookups (random reads of a vocabulary-sized table) overlap
+    /// instead of waiting in turn; with
     /// `softmax`, also the softmax terms that [`CandidateScratch::merge_by_image`] needs.
     pub fn prepare_rows<C: Copy + Into<i64>>(
         &mut self,
@@ -212,18 +213,28 @@ impl CandidateScratch {
         logits: &[f32],
         k: usize,
         image: impl Fn(usize) -> i32,
+        rows_used: &[bool],
         softmax: bool,
     ) {
         self.k = k;
         self.images.clear();
-        self.images.extend(ids.iter().map(|&c| {
-            let c: i64 = c.into();
-            if c < 0 {
-                NO_CANDIDATE
-            } else {
-                image(c as usize).max(NO_IMAGE)
+        if k > 0 {
+            for (row, &used) in ids.chunks_exact(k).zip(rows_used) {
+                // A row no position takes costs no lookups.
+                if !used {
+                    self.images.extend(std::iter::repeat_n(NO_CANDIDATE, k));
+                    continue;
+                }
+                self.images.extend(row.iter().map(|&c| {
+                    let c: i64 = c.into();
+                    if c < 0 {
+                        NO_CANDIDATE
+                    } else {
+                        image(c as usize).max(NO_IMAGE)
+                    }
+                }));
             }
-        }));
+        }
         if softmax {
             self.block.fill(ids, logits, k);
         }
@@ -410,7 +421,7 @@ mod tests {
     fn merged(row: &[i64], row_logits: &[f32], image: &[i32]) -> (Vec<i32>, Vec<f32>, Written) {
         let (mut ids, mut logits) = (vec![-1; row.len()], vec![0.0; row.len()]);
         let mut scratch = CandidateScratch::default();
-        scratch.prepare_rows(row, row_logits, row.len(), |c| image[c], true);
+        scratch.prepare_rows(row, row_logits, row.len(), |c| image[c], &[true], true);
         let written = scratch.merge_by_image(0, row_logits, &mut ids, &mut logits);
         (ids[..written.len].to_vec(), logits[..written.len].to_vec(), written)
     }
@@ -438,7 +449,7 @@ mod tests {
 
     fn first_images(row: &[i64], row_logits: &[f32], image: &[i32], ids: &mut [i32], logits: &mut [f32]) -> Written {
         let mut scratch = CandidateScratch::default();
-        scratch.prepare_rows(row, row_logits, row.len(), |c| image[c], false);
+        scratch.prepare_rows(row, row_logits, row.len(), |c| image[c], &[true], false);
         scratch.first_image_only(0, row, row_logits, ids, logits)
     }
 

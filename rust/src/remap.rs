@@ -583,6 +583,8 @@ struct Scratch {
     target_text: Vec<u8>,
     source_ends: Vec<u32>,
     target_ends: Vec<u32>,
+    /// Per source position: whether a target position takes its distribution.
+    rows_used: Vec<bool>,
     candidates: CandidateScratch,
 }
 
@@ -732,7 +734,12 @@ impl Aligner {
             (VocabAlign::Soft, Some(map)) => &map.target_ids,
             _ => &self.prepared.swapped_exact,
         };
-        scratch.candidates.prepare_rows(topk_ids, topk_logits, k, |c| images[c], prefix);
+        scratch.rows_used.clear();
+        scratch.rows_used.resize(sl, false);
+        for &pair in scratch.pairs.iter().filter(|&&pair| pair != UNMATCHED) {
+            scratch.rows_used[pair as usize] = true;
+        }
+        scratch.candidates.prepare_rows(topk_ids, topk_logits, k, |c| images[c], &scratch.rows_used, prefix);
         let target = &scratch.target;
         for (j, &pair) in scratch.pairs.iter().enumerate() {
             let ids = &mut out.ids[j * k_out..(j + 1) * k_out];
