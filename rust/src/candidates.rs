@@ -44,7 +44,8 @@ pub struct ExpBlock {
 
 impl ExpBlock {
     /// Fills the block from `[rows, k]` candidate ids and logits.
-    pub fn fill<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize) {
+    /// Rows not marked in `rows_used` get no terms (all 0).
+    pub fn fill<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize, rows_used: &[bool]) {
         self.exps.clear();
         self.maxes.clear();
         self.sums.clear();
@@ -58,7 +59,12 @@ impl ExpBlock {
         // row's first listed logit, its largest in a sorted top-k list; a row
         // where a later one is larger is shifted again by its maximum.
         let valid = |c: C| c.into() >= 0;
-        for (row, row_logits) in ids.chunks_exact(k).zip(logits.chunks_exact(k)) {
+        for ((row, row_logits), &used) in ids.chunks_exact(k).zip(logits.chunks_exact(k)).zip(rows_used) {
+            if !used {
+                self.exps.extend(std::iter::repeat_n(f32::NEG_INFINITY, k));
+                self.maxes.push(f32::NEG_INFINITY);
+                continue;
+            }
             let first = row.iter().zip(row_logits).find(|(&c, _)| valid(c)).map_or(f32::NEG_INFINITY, |(_, &l)| l);
             let shifted = row.iter().zip(row_logits).map(|(&c, &logit)| if valid(c) { logit - first } else { f32::NEG_INFINITY });
             self.exps.extend(shifted);
@@ -147,21 +153,31 @@ struct RepeatFilter {
 const SLOTS: usize = 4096;
 
 impl RepeatFilter {
-    /// `true`: no two of `images` are equal. `false` may also mean that two
-    /// only share a hash slot; the callers' slower paths are exact either way.
-    fn distinct(&mut self, images: &[i32]) -> bool {
+    /// Starts a row: no image seen yet.
+    fn start_row(&mut self) {
         if self.last_row_of.is_empty() {
             self.last_row_of = vec![0; SLOTS];
         }
         // A stamp that wraps around can only report a false repeat.
         self.row_stamp = self.row_stamp.wrapping_add(1);
-        let mut repeated = false;
-        for &id in images.iter().filter(|&&id| id >= 0) {
-            let slot = &mut self.last_row_of[id as usize % SLOTS];
-            repeated |= *slot == self.row_stamp;
-            *slot = self.row_stamp;
-        }
-        !repeated
+    }
+
+    /// Records image `id` (not negative) and tells whether this row may have
+    /// listed it before: `true` also when another image of the row shares its
+    /// hash slot; the callers' slower paths are exact either way.
+    #[inline]
+    fn seen_before(&mut self, id: i32) -> bool {
+        let slot = &mut self.last_row_of[id as usize % SLOTS];
+        let seen = *slot == self.row_stamp;
+        *slot = self.row_stamp;
+        seen
+    }
+
+    /// `true`: no two of `images` are equal (see [`RepeatFilter::seen_before`]).
+    fn distinct(&mut self, images: &[i32]) -> bool {
+        self.start_row();
+        // Every image is recorded (no early exit), which keeps the loop branch-free.
+        !images.iter().filter(|&&id| id >= 0).fold(false, |repeated, &id| repeated | self.seen_before(id))
     }
 }
 
@@ -236,7 +252,7 @@ impl CandidateScratch {
             }
         }
         if softmax {
-            self.block.fill(ids, logits, k);
+            self.block.fill(ids, logits, k, rows_used);
         }
     }
 
@@ -279,7 +295,7 @@ impl CandidateScratch {
         }
         // The kept share is 1 unless something was dropped: only then the softmax.
         if written.dropped {
-            self.block.fill(row, row_logits, row.len());
+            self.block.fill(row, row_logits, row.len(), &[true]);
             let exps = self.block.row(0);
             written.kept_mass = self.block.kept_share(0, self.kept_slots.iter().map(|&slot| exps[slot]).sum());
         }
@@ -344,9 +360,7 @@ impl CandidateScratch {
         logits: &mut [f32],
     ) -> Option<Written> {
         let images = &self.images[i * self.k..(i + 1) * self.k];
-        if !self.repeats.distinct(images) {
-            return None;
-        }
+        self.repeats.start_row();
         let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
         let (mut kept, mut previous) = (0.0f32, f32::INFINITY);
         for ((&id, &logit), &exp) in images.iter().zip(row_logits).zip(self.block.row(i)) {
@@ -354,7 +368,7 @@ impl CandidateScratch {
                 written.dropped |= id == NO_IMAGE;
                 continue;
             }
-            if logit > previous {
+            if logit > previous || self.repeats.seen_before(id) {
                 return None;
             }
             previous = logit;
