@@ -33,7 +33,7 @@ pub struct CandidateScratch {
 /// Softmax terms of consecutive top-k rows: per slot e^(logit - row maximum)
 /// (0 for an empty slot), per row the maximum and the sum of the terms.
 #[derive(Default)]
-pub struct ExpBlock {
+struct ExpBlock {
     k: usize,
     exps: Vec<f32>,
     maxes: Vec<f32>,
@@ -45,7 +45,7 @@ pub struct ExpBlock {
 impl ExpBlock {
     /// Fills the block from `[rows, k]` candidate ids and logits.
     /// Rows not marked in `rows_used` get no terms (all 0).
-    pub fn fill<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize, rows_used: &[bool]) {
+    fn fill<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize, rows_used: &[bool]) {
         self.exps.clear();
         self.maxes.clear();
         self.sums.clear();
@@ -221,8 +221,8 @@ impl CandidateScratch {
     /// Prepares the `[rows, k]` top-k block of one text: the image of every
     /// candidate of the rows marked in `rows_used`, all looked up in one pass so
     /// that the lookups (random reads of a vocabulary-sized table) overlap
-    /// instead of waiting in turn; with
-    /// `softmax`, also the softmax terms that [`CandidateScratch::merge_by_image`] needs.
+    /// instead of waiting in turn; with `softmax`, also the softmax terms that
+    /// [`CandidateScratch::merge_by_image`] needs.
     pub fn prepare_rows<C: Copy + Into<i64>>(
         &mut self,
         ids: &[C],
