@@ -131,8 +131,7 @@ def sequences(value: Any, lengths: Any, arg: str, lengths_arg: str) -> tuple[np.
     for b, row in enumerate(rows):
         if row.ndim != 1:
             raise InvalidInputError(f"{arg}[{b}]: must be 1-D, got shape {row.shape}")
-        if row.dtype.kind not in "iu":
-            _check_integer(row, f"{arg}[{b}]")
+        _check_integer(row, f"{arg}[{b}]")
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
     flat = np.concatenate(rows).astype(np.int64, copy=False) if rows else np.zeros(0, np.int64)
     return np.ascontiguousarray(flat), _starts(lengths), lengths
@@ -195,9 +194,7 @@ def topk_rows(
     filled = [r for r in id_rows if r.size]
     for row in filled:
         _check_integer(row, "source_topk_ids")
-    dtype = np.result_type(*filled) if filled else np.dtype(np.int64)
-    if dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
-        dtype = np.dtype(np.int64)
+    dtype = _id_dtype(np.result_type(*filled) if filled else np.dtype(np.int64))
     return [np.ascontiguousarray(r, dtype=dtype) for r in id_rows], [_float32(r) for r in logit_rows], k
 
 
@@ -209,10 +206,14 @@ def _rows(value: Any, arg: str) -> list[np.ndarray]:
             for b, row in enumerate(value)]
 
 
+def _id_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype top-k ids travel in: int32 and int64 as they are, others widened to int64."""
+    return dtype if dtype in (np.dtype(np.int32), np.dtype(np.int64)) else np.dtype(np.int64)
+
+
 def _topk_ids(ids: np.ndarray) -> np.ndarray:
     _check_integer(ids, "source_topk_ids")
-    dtype = ids.dtype if ids.dtype in (np.dtype(np.int32), np.dtype(np.int64)) else np.int64
-    return np.ascontiguousarray(ids, dtype=dtype)
+    return np.ascontiguousarray(ids, dtype=_id_dtype(ids.dtype))
 
 
 def _float32(logits: np.ndarray) -> np.ndarray:

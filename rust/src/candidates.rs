@@ -82,13 +82,12 @@ impl ExpBlock {
             *x = exp_nonpositive(*x);
         }
         self.sums.extend(self.exps.chunks_exact(k).map(|row| row.iter().sum::<f32>()));
-        self.log_normalizers.clear();
         self.log_normalizers.extend(self.maxes.iter().zip(&self.sums).map(|(&max, &sum)| max + ln_at_least_one(sum)));
     }
 
     /// Row `i`'s terms.
     fn row(&self, i: usize) -> &[f32] {
-        &self.exps[i * self.k..(i + 1) * self.k]
+        block_row(&self.exps, self.k, i)
     }
 
     /// Row `i`'s probability mass whose terms sum to `kept`.
@@ -104,6 +103,12 @@ impl ExpBlock {
     fn log_normalizer(&self, i: usize) -> f32 {
         self.log_normalizers[i]
     }
+}
+
+/// Row `i` of a row-major block with rows of `k` values.
+#[inline]
+fn block_row<T>(values: &[T], k: usize, i: usize) -> &[T] {
+    &values[i * k..(i + 1) * k]
 }
 
 const NO_IMAGE: i32 = -1;
@@ -268,7 +273,7 @@ impl CandidateScratch {
         ids: &mut [i32],
         logits: &mut [f32],
     ) -> Written {
-        let images = &self.images[i * self.k..(i + 1) * self.k];
+        let images = block_row(&self.images, self.k, i);
         let mut written = Written { len: 0, dropped: false, kept_mass: 1.0 };
         // The common case: every candidate has an image of its own.
         if !images.contains(&NO_IMAGE) && self.repeats.distinct(images) {
@@ -315,7 +320,7 @@ impl CandidateScratch {
         self.groups.clear();
         let mut kept = 0.0f32;
         let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
-        let images = &self.images[i * self.k..(i + 1) * self.k];
+        let images = block_row(&self.images, self.k, i);
         for ((&id, &logit), &exp) in images.iter().zip(row_logits).zip(self.block.row(i)) {
             if id < 0 {
                 written.dropped |= id == NO_IMAGE;
@@ -359,7 +364,7 @@ impl CandidateScratch {
         ids: &mut [i32],
         logits: &mut [f32],
     ) -> Option<Written> {
-        let images = &self.images[i * self.k..(i + 1) * self.k];
+        let images = block_row(&self.images, self.k, i);
         self.repeats.start_row();
         let mut written = Written { len: 0, dropped: false, kept_mass: 0.0 };
         let (mut kept, mut previous) = (0.0f32, f32::INFINITY);
