@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fusellm_fast::edit_distance::edit_distance;
-use fusellm_fast::remap::{Aligner, BatchInput, OneHot, VocabAlign};
+use fusellm_fast::remap::{
+    AlignOptions, Aligner, AlignerOptions, BatchInput, Candidates, Method, Normalize, OneHot, VocabAlign,
+};
 use fusellm_fast::vocab_map::build_vocab_map;
 
 const WORDS: &[&str] = &[
@@ -109,6 +111,94 @@ fn bench_align(c: &mut Criterion) {
     group.finish();
 }
 
+/// Texts of random lowercase words, split into pieces both ways, so that the
+/// vocabularies are as large as real ones (tens of thousands of tokens) and the
+/// lookups into per-token tables miss the cache as they do in practice.
+struct Blocks {
+    source_vocab: Vec<String>,
+    target_vocab: Vec<String>,
+    target: Vec<Vec<i64>>,
+    source: Vec<Vec<i64>>,
+    topk_ids: Vec<Vec<i64>>,
+    topk_logits: Vec<Vec<f32>>,
+}
+
+fn blocks(texts: usize, words: usize, k: usize) -> Blocks {
+    let mut rng = Lcg(11);
+    let (mut source_vocab, mut target_vocab) = (HashMap::new(), HashMap::new());
+    let mut out = Blocks {
+        source_vocab: vec![],
+        target_vocab: vec![],
+        target: vec![],
+        source: vec![],
+        topk_ids: vec![],
+        topk_logits: vec![],
+    };
+    for _ in 0..texts {
+        let text: Vec<String> =
+            (0..words).map(|_| (0..1 + rng.next(8)).map(|_| (b'a' + rng.next(26) as u8) as char).collect()).collect();
+        let text: Vec<&str> = text.iter().map(String::as_str).collect();
+        out.source.push(tokenize(&text, "Ġ", &mut rng, &mut source_vocab));
+        out.target.push(tokenize(&text, "▁", &mut rng, &mut target_vocab));
+    }
+    let source_size = source_vocab.len();
+    for source in &out.source {
+        out.topk_ids.push((0..source.len() * k).map(|_| rng.next(source_size) as i64).collect());
+        // Sorted rows, as a model's top-k lists come.
+        out.topk_logits.push((0..source.len() * k).map(|slot| (slot % k) as f32 * -0.5).collect());
+    }
+    (out.source_vocab, out.target_vocab) = (vocabulary(source_vocab), vocabulary(target_vocab));
+    out
+}
+
+/// Every method and candidate mapping on 8 texts of about 2,048 target
+/// tokens with top-10 lists, one thread (the Python `bench_methods.py` times
+/// the same on real tokenizers).
+fn bench_methods(c: &mut Criterion) {
+    let data = blocks(8, 1300, 10);
+    let input = BatchInput {
+        target_ids: &data.target.concat(),
+        target_starts: &starts(&data.target),
+        target_lengths: &data.target.iter().map(Vec::len).collect::<Vec<_>>(),
+        source_ids: &data.source.concat(),
+        source_starts: &starts(&data.source),
+        source_lengths: &data.source.iter().map(Vec::len).collect::<Vec<_>>(),
+        topk_ids: data.topk_ids.iter().map(Vec::as_slice).collect(),
+        topk_logits: data.topk_logits.iter().map(Vec::as_slice).collect(),
+        k: 10,
+    };
+    let aligner = |normalize| {
+        let options = AlignerOptions { normalize, ..AlignerOptions::default() };
+        let aligner = Aligner::with_options(data.source_vocab.clone(), data.target_vocab.clone(), &options).unwrap();
+        aligner.ensure_vocab_map().unwrap();
+        aligner.prefix_map();
+        aligner
+    };
+    let (by_marker, by_bytes) = (aligner(Normalize::Marker), aligner(Normalize::Bytes));
+    let mut group = c.benchmark_group("align_batch/methods");
+    group.throughput(Throughput::Elements(input.target_lengths.iter().sum::<usize>() as u64));
+    let configurations = [
+        (Method::Dtw, Candidates::Mined, &by_marker),
+        (Method::Offsets, Candidates::Mined, &by_bytes),
+        (Method::Offsets, Candidates::Prefix, &by_bytes),
+        (Method::Boundary, Candidates::Mined, &by_bytes),
+        (Method::Boundary, Candidates::Prefix, &by_bytes),
+    ];
+    for (method, candidates, aligner) in configurations {
+        let options = AlignOptions { vocab_align: VocabAlign::Soft, onehot: OneHot::Next, method, candidates };
+        let out = aligner.align_batch_serial(&input, &options).unwrap();
+        assert_eq!(out.counts.fallback_texts, 0, "the two tokenizations spell the same bytes");
+        let name = format!("{method:?}+{candidates:?}").to_lowercase();
+        group.bench_function(name, |b| b.iter(|| aligner.align_batch_serial(&input, &options).unwrap()));
+    }
+    group.finish();
+}
+
+/// Where each of `sequences` starts in their concatenation.
+fn starts(sequences: &[Vec<i64>]) -> Vec<usize> {
+    sequences.iter().scan(0, |at, s| Some(std::mem::replace(at, *at + s.len()))).collect()
+}
+
 fn bench_vocab_map(c: &mut Criterion) {
     let w = workload(20_000);
     let source: Vec<String> = (0..w.aligner.source_size()).map(|k| format!("Ġ{k:x}")).collect();
@@ -122,5 +212,5 @@ fn bench_vocab_map(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_edit_distance, bench_align, bench_vocab_map);
+criterion_group!(benches, bench_edit_distance, bench_align, bench_methods, bench_vocab_map);
 criterion_main!(benches);
