@@ -18,6 +18,27 @@ use crate::vocab::{
 };
 use crate::vocab_map::{build_byte_vocab_map, build_vocab_map, VocabMap};
 
+/// An integer type that token ids arrive in (numpy's int32 and int64).
+pub trait TokenId: Copy + Into<i64> + PartialOrd + Sync {
+    const ZERO: Self;
+    /// `value`, or this type's bound nearest to it where it does not fit.
+    fn saturating_from(value: i64) -> Self;
+}
+
+impl TokenId for i32 {
+    const ZERO: i32 = 0;
+    fn saturating_from(value: i64) -> i32 {
+        value.clamp(i32::MIN.into(), i32::MAX.into()) as i32
+    }
+}
+
+impl TokenId for i64 {
+    const ZERO: i64 = 0;
+    fn saturating_from(value: i64) -> i64 {
+        value
+    }
+}
+
 /// How a matched position's candidate tokens reach the target vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VocabAlign {
@@ -637,7 +658,7 @@ fn pair_by_bytes(source_ends: &[u32], target_ends: &[u32], same_start: bool, pai
     }
 }
 
-fn read_ids<S: Copy + Into<i64>>(
+fn read_ids<S: TokenId>(
     values: &[S],
     vocab_size: usize,
     arg: &'static str,
@@ -667,7 +688,7 @@ struct TextOutput<'a> {
 
 impl Aligner {
     #[allow(clippy::too_many_arguments)]
-    fn align_text<S: Copy + Into<i64>, C: Copy + Into<i64>>(
+    fn align_text<S: TokenId, C: TokenId>(
         &self,
         b: usize,
         input: &BatchInput<'_, S, C>,
@@ -683,18 +704,17 @@ impl Aligner {
         read_ids(&input.source_ids[ss..ss + sl], self.source_size(), "source_ids", b, &mut scratch.source)?;
         let k = input.k;
         let (topk_ids, topk_logits) = (&input.topk_ids[b][..sl * k], &input.topk_logits[b][..sl * k]);
-        let size = self.source_size() as i64;
-        let bad = |(&c, &logit): (&C, &f32)| {
-            let c: i64 = c.into();
-            (c >= size) | ((c >= 0) & !logit.is_finite())
-        };
+        // Compared in the ids' own type, which vectorizes where 64-bit
+        // comparisons of widened 32-bit ids would not.
+        let largest = C::saturating_from(self.source_size() as i64 - 1);
+        let bad = |(&c, &logit): (&C, &f32)| (c > largest) | ((c >= C::ZERO) & !logit.is_finite());
         // One pass without early exit (it vectorizes); the culprit is looked for
         // only when there is one.
         let any_bad = topk_ids.iter().zip(topk_logits).fold(false, |acc, slot| acc | bad(slot));
         if any_bad {
             for (slot, (&c, &logit)) in topk_ids.iter().zip(topk_logits).enumerate() {
                 let c: i64 = c.into();
-                if c >= size {
+                if c >= self.source_size() as i64 {
                     return Err(Error::invalid(
                         "source_topk_ids",
                         format!(
@@ -820,8 +840,8 @@ impl Aligner {
         onehot: OneHot,
     ) -> Result<AlignedOutput>
     where
-        S: Copy + Into<i64> + Sync,
-        C: Copy + Into<i64> + Sync,
+        S: TokenId,
+        C: TokenId,
     {
         let options = AlignOptions { vocab_align, onehot, method: Method::Dtw, candidates: Candidates::Mined };
         self.align_batch_with(input, &options)
@@ -834,8 +854,8 @@ impl Aligner {
     /// hand to DTW then matches tokens by equality only.
     pub fn align_batch_with<S, C>(&self, input: &BatchInput<'_, S, C>, options: &AlignOptions) -> Result<AlignedOutput>
     where
-        S: Copy + Into<i64> + Sync,
-        C: Copy + Into<i64> + Sync,
+        S: TokenId,
+        C: TokenId,
     {
         self.align_texts(input, options, false)
     }
@@ -844,8 +864,8 @@ impl Aligner {
     /// thread pool (the maps it needs are built first, on one thread).
     pub fn align_batch_serial<S, C>(&self, input: &BatchInput<'_, S, C>, options: &AlignOptions) -> Result<AlignedOutput>
     where
-        S: Copy + Into<i64> + Sync,
-        C: Copy + Into<i64> + Sync,
+        S: TokenId,
+        C: TokenId,
     {
         let needs_map = options.needs_vocab_map() && self.vocab_map().is_none();
         let needs_prefix = options.candidates == Candidates::Prefix && self.prefix_map.get().is_none();
@@ -859,8 +879,8 @@ impl Aligner {
 
     fn align_texts<S, C>(&self, input: &BatchInput<'_, S, C>, options: &AlignOptions, serial: bool) -> Result<AlignedOutput>
     where
-        S: Copy + Into<i64> + Sync,
-        C: Copy + Into<i64> + Sync,
+        S: TokenId,
+        C: TokenId,
     {
         let batch = input.target_starts.len();
         for (name, len) in [
