@@ -712,25 +712,21 @@ impl Aligner {
         // only when there is one.
         let any_bad = topk_ids.iter().zip(topk_logits).fold(false, |acc, slot| acc | bad(slot));
         if any_bad {
-            for (slot, (&c, &logit)) in topk_ids.iter().zip(topk_logits).enumerate() {
+            let slot = topk_ids.iter().zip(topk_logits).position(bad).expect("found above");
+            let (c, logit) = (topk_ids[slot], topk_logits[slot]);
+            let position = slot / k.max(1);
+            return Err(if c > largest {
                 let c: i64 = c.into();
-                if c >= self.source_size() as i64 {
-                    return Err(Error::invalid(
-                        "source_topk_ids",
-                        format!(
-                            "text {b}, position {}: id {c} is outside the source vocabulary (size {})",
-                            slot / k.max(1),
-                            self.source_size()
-                        ),
-                    ));
-                }
-                if c >= 0 && !logit.is_finite() {
-                    return Err(Error::invalid(
-                        "source_topk_logits",
-                        format!("text {b}, position {}: logit {logit} is not finite", slot / k.max(1)),
-                    ));
-                }
-            }
+                Error::invalid(
+                    "source_topk_ids",
+                    format!(
+                        "text {b}, position {position}: id {c} is outside the source vocabulary (size {})",
+                        self.source_size()
+                    ),
+                )
+            } else {
+                Error::invalid("source_topk_logits", format!("text {b}, position {position}: logit {logit} is not finite"))
+            });
         }
 
         let mut counts = AlignCounts { positions: tl as u64, ..AlignCounts::default() };
