@@ -126,29 +126,26 @@ struct Blocks {
 fn blocks(texts: usize, words: usize, k: usize) -> Blocks {
     let mut rng = Lcg(11);
     let (mut source_vocab, mut target_vocab) = (HashMap::new(), HashMap::new());
-    let mut out = Blocks {
-        source_vocab: vec![],
-        target_vocab: vec![],
-        target: vec![],
-        source: vec![],
-        topk_ids: vec![],
-        topk_logits: vec![],
-    };
+    let (mut source, mut target) = (vec![], vec![]);
     for _ in 0..texts {
         let text: Vec<String> =
             (0..words).map(|_| (0..1 + rng.next(8)).map(|_| (b'a' + rng.next(26) as u8) as char).collect()).collect();
         let text: Vec<&str> = text.iter().map(String::as_str).collect();
-        out.source.push(tokenize(&text, "Ġ", &mut rng, &mut source_vocab));
-        out.target.push(tokenize(&text, "▁", &mut rng, &mut target_vocab));
+        source.push(tokenize(&text, "Ġ", &mut rng, &mut source_vocab));
+        target.push(tokenize(&text, "▁", &mut rng, &mut target_vocab));
     }
     let source_size = source_vocab.len();
-    for source in &out.source {
-        out.topk_ids.push((0..source.len() * k).map(|_| rng.next(source_size) as i64).collect());
-        // Sorted rows, as a model's top-k lists come.
-        out.topk_logits.push((0..source.len() * k).map(|slot| (slot % k) as f32 * -0.5).collect());
+    let topk_ids = source.iter().map(|s| (0..s.len() * k).map(|_| rng.next(source_size) as i64).collect()).collect();
+    // Sorted rows, as a model's top-k lists come.
+    let topk_logits = source.iter().map(|s| (0..s.len() * k).map(|slot| (slot % k) as f32 * -0.5).collect()).collect();
+    Blocks {
+        source_vocab: vocabulary(source_vocab),
+        target_vocab: vocabulary(target_vocab),
+        target,
+        source,
+        topk_ids,
+        topk_logits,
     }
-    (out.source_vocab, out.target_vocab) = (vocabulary(source_vocab), vocabulary(target_vocab));
-    out
 }
 
 /// Every method and candidate mapping on 8 texts of about 2,048 target
