@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fusellm_fast as ff  # noqa: E402
 from aligned import reference_positions  # noqa: E402
 from fusellm_fast import reference  # noqa: E402
-from fusellm_fast.alignment import tokenizer_vocabulary  # noqa: E402
+from fusellm_fast.hf import tokenizer_vocabulary  # noqa: E402
 from realtok import load_tokenizer  # noqa: E402
 
 SOURCE_NAME, TARGET_NAME = "gpt-neox", "llama2"

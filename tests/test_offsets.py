@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fusellm_fast as ff
-from fusellm_fast.alignment import Aligner, align_batch, special_ids
+from fusellm_fast.alignment import Aligner, align_batch
+from fusellm_fast.hf import special_ids
 from fusellm_fast.vocab_map import VocabMap, token_bytes
 from realtok import TOKENIZERS, expected_round_trip, load_tokenizer_or_skip, sample_texts
 

@@ -8,6 +8,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
 import fusellm_fast as ff
+from fusellm_fast.hf import tokenizer_vocabulary
 from aligned import assert_matches_reference
 from realtok import load_tokenizer_or_skip, sample_texts
 
@@ -55,7 +56,7 @@ def test_markers_are_detected(pair):
 def test_real_text_equals_reference(pair, vocab_align, onehot):
     source, target, aligner = pair
     texts = tokenized_texts(source, target, aligner)
-    args = (ff.alignment.tokenizer_vocabulary(source, "s"), ff.alignment.tokenizer_vocabulary(target, "t"),
+    args = (tokenizer_vocabulary(source, "s"), tokenizer_vocabulary(target, "t"),
             aligner.source_marker, aligner.target_marker)
     batch = assert_matches_reference(args, texts, vocab_align=vocab_align, onehot=onehot, workers=2,
                                      vocab_map=aligner.vocab_map)
@@ -79,8 +80,8 @@ def test_identical_tokenizers_align_every_position():
 
 def test_vocab_map_equals_brute_force_on_a_sample(pair):
     source, target, aligner = pair
-    source_tokens = ff.alignment.tokenizer_vocabulary(source, "s")
-    target_tokens = ff.alignment.tokenizer_vocabulary(target, "t")
+    source_tokens = tokenizer_vocabulary(source, "s")
+    target_tokens = tokenizer_vocabulary(target, "t")
     rng = np.random.default_rng(1)
     # Random ids plus the longest tokens (past the 64-symbol kernel, if any).
     longest = np.argsort([len(t) for t in source_tokens])[-20:]

@@ -22,7 +22,9 @@ from ._checks import (
     topk_rows,
 )
 from .errors import InputTypeError, InvalidInputError, VocabMapError
-from .vocab_map import Family, Normalize, VocabMap, checked_family, vocabulary_fingerprint
+from .hf import special_ids, special_role_pairs, tokenizer_vocabulary
+from ._fingerprint import strings_fingerprint
+from .vocab_map import Family, Normalize, VocabMap, checked_family
 
 __all__ = ["Aligner", "AlignedBatch", "AlignmentCounts", "PositionStatus", "align_batch"]
 
@@ -163,8 +165,8 @@ class Aligner:
         source_tokens = check_token_strings(source_tokens, "source_tokens")
         target_tokens = check_token_strings(target_tokens, "target_tokens")
         source_marker, target_marker = resolve_markers(source_tokens, target_tokens, source_marker, target_marker)
-        self._source_fingerprint = vocabulary_fingerprint(source_tokens)
-        self._target_fingerprint = vocabulary_fingerprint(target_tokens)
+        self._source_fingerprint = strings_fingerprint(source_tokens)
+        self._target_fingerprint = strings_fingerprint(target_tokens)
         self._core = _core.Aligner(
             source_tokens, target_tokens, source_marker, target_marker,
             normalize=checked_choice(normalize, "normalize", ("marker", "bytes")),
@@ -298,35 +300,6 @@ class Aligner:
             raise VocabMapError(f"vocab_map: built for another {', '.join(what)} than this aligner's")
         self._core.set_vocab_map(vocab_map.target_ids, vocab_map.distances)
         self._vocab_map = vocab_map
-
-
-def tokenizer_vocabulary(tokenizer: Any, arg: str) -> list[str]:
-    """Token strings of every id of a Hugging Face tokenizer, added tokens included."""
-    if not hasattr(tokenizer, "convert_ids_to_tokens"):
-        raise InputTypeError(f"{arg}: must be a tokenizer with convert_ids_to_tokens, got {type(tokenizer).__name__}")
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return [t if isinstance(t, str) else f"\x00<no token for id {i}>" for i, t in enumerate(tokens)]
-
-
-_SPECIAL_ROLES = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
-
-
-def special_ids(tokenizer: Any) -> list[int]:
-    """Ids of a tokenizer's special tokens and added special tokens (none if it tells none)."""
-    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
-    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    ids.update(i for i, token in added.items() if getattr(token, "special", False))
-    return sorted(i for i in ids if isinstance(i, int) and 0 <= i < len(tokenizer))
-
-
-def special_role_pairs(source_tokenizer: Any, target_tokenizer: Any) -> dict[int, int]:
-    """Source id -> target id of the special tokens both tokenizers have in the same role."""
-    pairs: dict[int, int] = {}
-    for role in _SPECIAL_ROLES:
-        source_id, target_id = getattr(source_tokenizer, role, None), getattr(target_tokenizer, role, None)
-        if isinstance(source_id, int) and isinstance(target_id, int):
-            pairs.setdefault(source_id, target_id)
-    return pairs
 
 
 def align_batch(

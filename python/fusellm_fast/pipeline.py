@@ -21,7 +21,6 @@ missing path, a tokenizer that does not fit its model, outputs of different corp
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -34,9 +33,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .alignment import Aligner, align_batch, special_ids, tokenizer_vocabulary
+from ._fingerprint import strings_fingerprint
+from .alignment import Aligner, align_batch
+from .hf import special_ids, tokenizer_vocabulary
 from .errors import FuseLLMError, InvalidInputError, MarkerDetectionError, VocabMapError
-from .vocab_map import Normalize, VocabMap, token_bytes, vocabulary_fingerprint
+from .vocab_map import Normalize, VocabMap, token_bytes
 
 __all__ = [
     "AlignSummary",
@@ -168,15 +169,6 @@ def _column(dataset: Any, text_column: str, path: Path) -> list[str]:
     if text_column not in dataset.column_names:
         raise PipelineError(f"data: {str(path)!r} has no column {text_column!r} (columns: {dataset.column_names})")
     return list(dataset[text_column])
-
-
-def corpus_fingerprint(texts: Sequence[str]) -> str:
-    """A SHA-256 digest of the texts in order: equal for two passes over the same corpus."""
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,8 +471,8 @@ def extract(
     output = Path(output)
     identity = {
         "model": str(model_path),
-        "corpus_fingerprint": corpus_fingerprint(corpus),
-        "tokenizer_fingerprint": vocabulary_fingerprint(tokenizer_vocabulary(tokenizer, "MODEL")),
+        "corpus_fingerprint": strings_fingerprint(corpus),
+        "tokenizer_fingerprint": strings_fingerprint(tokenizer_vocabulary(tokenizer, "MODEL")),
         "top_k": top_k,
     }
     _claim_output(output, identity)
@@ -968,7 +960,7 @@ def train(
     started = time.perf_counter()
     tokenizer = load_tokenizer(target_model, arg="TARGET_MODEL")
     examples, summary = load_aligned(aligned, arg="ALIGNED_DIR")
-    fingerprint = vocabulary_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL"))
+    fingerprint = strings_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL"))
     if fingerprint != summary["target_tokenizer_fingerprint"]:
         raise PipelineError(
             f"ALIGNED_DIR: {str(aligned)!r} was aligned to another tokenizer than {str(target_model)!r}'s; "

@@ -14,7 +14,6 @@ stopped; :func:`load_topk` reads a finished run back.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from fusellm_fast._checks import checked_choice
+from fusellm_fast._fingerprint import strings_fingerprint
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 
 __all__ = ["LogitsDtype", "extract_topk", "load_topk", "topk_features"]
@@ -244,10 +244,7 @@ class _Texts:
         return texts
 
     def fingerprint(self, start: int, stop: int) -> str:
-        digest = hashlib.sha256()
-        for text in self.slice(start, stop):
-            digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
-        return digest.hexdigest()
+        return strings_fingerprint(self.slice(start, stop))
 
 
 class _TeacherPass:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -12,10 +11,11 @@ from typing import Literal
 import numpy as np
 
 from . import _core
+from ._fingerprint import strings_fingerprint
 from ._checks import check_token_strings, checked_choice, checked_ids, checked_pairs, checked_workers, resolve_markers
 from .errors import InputTypeError, VocabMapError
 
-__all__ = ["Family", "Normalize", "VocabMap", "edit_distance", "token_bytes", "vocabulary_fingerprint"]
+__all__ = ["Family", "Normalize", "VocabMap", "edit_distance", "token_bytes"]
 
 Normalize = Literal["marker", "bytes"]
 """What token strings are compared as: ``"marker"`` swaps the space marker (the
@@ -82,19 +82,6 @@ def edit_distance(a: str, b: str) -> int:
 _FORMAT_VERSION = 1
 
 
-def vocabulary_fingerprint(tokens: Sequence[str]) -> str:
-    """A SHA-256 digest of a vocabulary's token strings in id order.
-
-    >>> vocabulary_fingerprint(["a", "b"]) == vocabulary_fingerprint(["a", "b"])
-    True
-    """
-    digest = hashlib.sha256()
-    for token in tokens:
-        digest.update(token.encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class VocabMap:
     """The MinED image of every source token in the target vocabulary.
@@ -109,7 +96,7 @@ class VocabMap:
         distances: int32, same shape; 0 where the marker-swapped string is a target token.
         source_marker: the source vocabulary's space marker.
         target_marker: the target vocabulary's space marker.
-        source_fingerprint: :func:`vocabulary_fingerprint` of the source tokens.
+        source_fingerprint: :func:`strings_fingerprint` of the source tokens.
         target_fingerprint: the same for the target tokens.
         normalize: what the strings were compared as (:data:`Normalize`); with
             ``"bytes"`` the distances count bytes.
@@ -201,8 +188,8 @@ class VocabMap:
             distances=_readonly(distances),
             source_marker=source_marker,
             target_marker=target_marker,
-            source_fingerprint=vocabulary_fingerprint(source_tokens),
-            target_fingerprint=vocabulary_fingerprint(target_tokens),
+            source_fingerprint=strings_fingerprint(source_tokens),
+            target_fingerprint=strings_fingerprint(target_tokens),
             normalize=normalize,  # type: ignore[arg-type]
         )
 

@@ -1,0 +1,38 @@
+"""Adapters for Hugging Face tokenizers: their vocabularies and special tokens as plain lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InputTypeError
+
+__all__ = ["special_ids", "special_role_pairs", "tokenizer_vocabulary"]
+
+
+def tokenizer_vocabulary(tokenizer: Any, arg: str) -> list[str]:
+    """Token strings of every id of a Hugging Face tokenizer, added tokens included."""
+    if not hasattr(tokenizer, "convert_ids_to_tokens"):
+        raise InputTypeError(f"{arg}: must be a tokenizer with convert_ids_to_tokens, got {type(tokenizer).__name__}")
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [t if isinstance(t, str) else f"\x00<no token for id {i}>" for i, t in enumerate(tokens)]
+
+
+_SPECIAL_ROLES = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
+
+
+def special_ids(tokenizer: Any) -> list[int]:
+    """Ids of a tokenizer's special tokens and added special tokens (none if it tells none)."""
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    ids.update(i for i, token in added.items() if getattr(token, "special", False))
+    return sorted(i for i in ids if isinstance(i, int) and 0 <= i < len(tokenizer))
+
+
+def special_role_pairs(source_tokenizer: Any, target_tokenizer: Any) -> dict[int, int]:
+    """Source id -> target id of the special tokens both tokenizers have in the same role."""
+    pairs: dict[int, int] = {}
+    for role in _SPECIAL_ROLES:
+        source_id, target_id = getattr(source_tokenizer, role, None), getattr(target_tokenizer, role, None)
+        if isinstance(source_id, int) and isinstance(target_id, int):
+            pairs.setdefault(source_id, target_id)
+    return pairs
