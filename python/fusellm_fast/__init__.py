@@ -14,6 +14,8 @@ the ``torch`` extra.
 
 from __future__ import annotations
 
+import importlib.metadata
+
 from .alignment import AlignedBatch, Aligner, AlignmentCounts, PositionStatus, align_batch
 from .errors import (
     FuseLLMError,
@@ -42,4 +44,5 @@ __all__ = [
     "token_bytes",
 ]
 
-__version__ = "0.1.0"
+# The version is Cargo.toml's: maturin writes it into the package metadata.
+__version__ = importlib.metadata.version("fusellm-fast")
