@@ -25,10 +25,19 @@ fi
 echo "== cargo test"
 cargo test --quiet --workspace 2>&1 | tail -n 40
 
-echo "== building the wheel"
+echo "== building the release wheel (manylinux_2_28, linked by zig against glibc 2.28)"
 command -v maturin >/dev/null || python3 -m pip install -q "maturin>=1.16,<2"
+# maturin looks for a `zig` command; the ziglang package runs as `python -m ziglang`.
+shims="$deps/shims"
+mkdir -p "$shims"
+printf '#!/bin/sh\nexec "%s" -m ziglang "$@"\n' "$deps/bin/python" > "$shims/zig"
+chmod +x "$shims/zig"
 rm -rf dist
-maturin build --release --quiet --out dist 2>&1 | tail -n 5
+PATH="$shims:$PATH" maturin build --release --zig --compatibility manylinux_2_28 --quiet --out dist 2>&1 | tail -n 5
+wheel=$(ls "$root"/dist/*.whl)
+echo "   $(basename "$wheel"): $(du -k "$wheel" | cut -f1) KiB"
+# tests/test_wheel.py checks this wheel's tags and policy and installs it without Rust.
+export FUSELLM_FAST_WHEEL="$wheel"
 
 echo "== installing the wheel into a fresh environment"
 fresh=$(mktemp -d /tmp/fusellm_fast_test.XXXXXX)
@@ -38,7 +47,7 @@ deps_site=$("$deps/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()
 fresh_site=$("$fresh/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # The fresh environment sees the cached third-party packages after its own.
 echo "$deps_site" > "$fresh_site/cached_dependencies.pth"
-"$deps/bin/python" -m pip install -q --no-deps --target "$fresh_site" dist/*.whl
+"$deps/bin/python" -m pip install -q --no-deps --target "$fresh_site" "$wheel"
 "$fresh/bin/python" -c 'import fusellm_fast, sys; print("testing", fusellm_fast.__file__)' | grep -q "$fresh_site" \
     || { echo "the installed wheel is not the package under test" >&2; exit 1; }
 
