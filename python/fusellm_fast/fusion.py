@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
 from fusellm_fast._checks import checked_choice
+from fusellm_fast._choices import CeLevel, FusionMethod, LossKind
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 
 __all__ = [
@@ -32,10 +33,6 @@ __all__ = [
     "fuse",
     "fusion_loss",
 ]
-
-FusionMethod = Literal["min_ce", "avg_ce"]
-CeLevel = Literal["sequence", "token"]
-LossKind = Literal["ce", "kl"]
 
 # Student logits per chunk of positions (rows x vocabulary) in the forward and backward passes:
 # bounds their float32 temporaries to 16 MiB whatever the batch and sequence length.

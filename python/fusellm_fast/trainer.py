@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Protocol, get_args
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
 from fusellm_fast._checks import checked_choice
+from fusellm_fast._choices import CeUnit
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 from fusellm_fast.fusion import CeLevel, FusionMethod, LossKind, fuse, fusion_loss
 
@@ -41,8 +42,6 @@ __all__ = [
     "build_fusion_examples",
     "pack_examples",
 ]
-
-CeUnit = Literal["token", "byte"]
 
 _EXAMPLE_KEYS = ("input_ids", "teacher_ids", "teacher_logits", "teacher_ce")
 _TEACHER_ROW_KEYS = ("input_ids", "topk_ids", "topk_logits", "ce", "total_ce", "num_bytes")
