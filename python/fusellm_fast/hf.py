@@ -1,12 +1,18 @@
-"""Adapters for Hugging Face tokenizers: their vocabularies and special tokens as plain lists."""
+"""Adapters for Hugging Face tokenizers and models: vocabularies and special tokens as plain
+lists, and models and tokenizers loaded from local directories.
+
+Nothing here imports ``transformers`` or ``torch`` until a loader is called.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Literal
 
-from .errors import InputTypeError
+from .errors import InputTypeError, InvalidInputError
 
-__all__ = ["special_ids", "special_role_pairs", "tokenizer_vocabulary"]
+__all__ = ["model_or_tokenizer", "special_ids", "special_role_pairs", "tokenizer_vocabulary"]
 
 
 def tokenizer_vocabulary(tokenizer: Any, arg: str) -> list[str]:
@@ -36,3 +42,23 @@ def special_role_pairs(source_tokenizer: Any, target_tokenizer: Any) -> dict[int
         if isinstance(source_id, int) and isinstance(target_id, int):
             pairs.setdefault(source_id, target_id)
     return pairs
+
+
+def model_or_tokenizer(value: Any, name: Literal["model", "tokenizer"]) -> Any:
+    """A model or tokenizer object as given, or loaded from a local path; errors name ``name``."""
+    if not isinstance(value, (str, os.PathLike)):
+        import torch
+
+        if name == "model" and not isinstance(value, torch.nn.Module):
+            raise InputTypeError(f"model: must be a torch.nn.Module or a local path, got {type(value).__name__}")
+        return value
+    if not Path(value).is_dir():
+        raise InvalidInputError(f"{name}: {os.fspath(value)!r} is not a local directory")
+    return _from_local(name, value)
+
+
+def _from_local(kind: Literal["model", "tokenizer"], path: str | os.PathLike[str], **options: Any) -> Any:
+    import transformers
+
+    loader = transformers.AutoModelForCausalLM if kind == "model" else transformers.AutoTokenizer
+    return loader.from_pretrained(os.fspath(path), local_files_only=True, **options)

@@ -27,7 +27,9 @@ import torch
 
 from fusellm_fast._checks import checked_choice
 from fusellm_fast._fingerprint import strings_fingerprint
+from fusellm_fast._shards import checked_shard, shard_range
 from fusellm_fast.errors import InputTypeError, InvalidInputError
+from fusellm_fast.hf import model_or_tokenizer
 
 __all__ = ["LogitsDtype", "extract_topk", "load_topk", "topk_features"]
 
@@ -143,13 +145,13 @@ def extract_topk(
     _check_int("batch_size", batch_size, minimum=1)
     _check_int("texts_per_part", texts_per_part, minimum=1)
     checked_choice(logits_dtype, "logits_dtype", ("float32", "float16"))
-    shard_index, shard_count = _checked_shard(shard)
-    model = _load_local(model, "model")
-    tokenizer = _load_local(tokenizer, "tokenizer")
+    shard_index, shard_count = checked_shard(shard)
+    model = model_or_tokenizer(model, "model")
+    tokenizer = model_or_tokenizer(tokenizer, "tokenizer")
     if getattr(tokenizer, "eos_token_id", None) is None:
         raise InvalidInputError("tokenizer: has no eos_token_id; the teacher pass appends EOS to every text")
 
-    start, stop = _shard_range(len(texts), shard_index, shard_count)
+    start, stop = shard_range(len(texts), shard_index, shard_count)
     teacher_pass = _TeacherPass(
         model, tokenizer, k=k, max_length=max_length, batch_size=batch_size, logits_dtype=logits_dtype
     )
@@ -357,20 +359,6 @@ def _evaluating(model: Any, device: str | torch.device | None) -> Iterator[torch
         model.train(was_training)
 
 
-def _load_local(value: Any, name: Literal["model", "tokenizer"]) -> Any:
-    """A model or tokenizer object as given, or loaded from a local path."""
-    if not isinstance(value, (str, os.PathLike)):
-        if name == "model" and not isinstance(value, torch.nn.Module):
-            raise InputTypeError(f"model: must be a torch.nn.Module or a local path, got {type(value).__name__}")
-        return value
-    if not Path(value).is_dir():
-        raise InvalidInputError(f"{name}: {os.fspath(value)!r} is not a local directory")
-    import transformers
-
-    loader = transformers.AutoModelForCausalLM if name == "model" else transformers.AutoTokenizer
-    return loader.from_pretrained(os.fspath(value), local_files_only=True)
-
-
 def _empty(features: datasets.Features) -> datasets.Dataset:
     return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
 
@@ -380,27 +368,9 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise InvalidInputError(f"{name}: must be an int >= {minimum}, got {value!r}")
 
 
-def _checked_shard(shard: object) -> tuple[int, int]:
-    if (
-        not isinstance(shard, tuple)
-        or len(shard) != 2
-        or not all(isinstance(x, int) and not isinstance(x, bool) for x in shard)
-        or not 0 <= shard[0] < shard[1]
-    ):
-        raise InvalidInputError(f"shard: must be (index, count) with 0 <= index < count, got {shard!r}")
-    return shard
-
-
-def _shard_range(num_texts: int, index: int, count: int) -> tuple[int, int]:
-    """The ``index``-th of ``count`` contiguous ranges; the first ``num_texts % count`` are one longer."""
-    size, extra = divmod(num_texts, count)
-    start = index * size + min(index, extra)
-    return start, start + size + (index < extra)
-
-
 def _parts(root: Path, settings: dict[str, Any], shard_index: int) -> list[tuple[Path, int, int]]:
     count = settings["num_shards"]
-    start, stop = _shard_range(settings["num_texts"], shard_index, count)
+    start, stop = shard_range(settings["num_texts"], shard_index, count)
     shard_dir = root / f"shard-{shard_index:05d}-of-{count:05d}"
     step = settings["texts_per_part"]
     return [
