@@ -12,7 +12,8 @@ Its stages, each a function here, a module of this package and a subcommand of t
    ``shard=(i, n)`` runs one n-th of the corpus, so that many devices share the pass.
 3. :func:`align` (:mod:`.alignment`): carries every source's lists over to the target
    tokenization and vocabulary.
-4. :func:`train` (:mod:`.training`): continual training of the target with ``FusionTrainer``.
+4. :func:`train` (:mod:`.training`): continual training of the target with ``FusionTrainer``,
+   with the options of a :class:`TrainConfig`.
 
 Every stage writes a ``datasets`` directory (``save_to_disk``) or a model directory, plus a JSON
 summary; the formats are described in each stage's module. Mistakes a user can make (a missing
@@ -27,6 +28,7 @@ from .._choices import CeUnit
 from ..hf import load_model, load_tokenizer
 from .alignment import align, load_aligned
 from .blocks import PackedBlocks
+from .config import TrainConfig
 from .corpus import read_corpus, split_text
 from .errors import PipelineError
 from .extraction import ExtractedPass, extract, load_extracted, parse_shard
@@ -47,6 +49,7 @@ __all__ = [
     "AlignSummary",
     "ExtractSummary",
     "PipelineError",
+    "TrainConfig",
     "TrainSummary",
     "VocabMapSummary",
     "align",
