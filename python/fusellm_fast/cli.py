@@ -60,7 +60,6 @@ def _quiet_libraries() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .pipeline import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="fusellm-fast",
@@ -70,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fusellm-fast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_demo(commands)
+    _add_vocab_map(commands)
+    _add_extract(commands)
+    _add_align(commands)
+    _add_train(commands)
+    return parser
+
+
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the built-in CPU miniature of the paper's experiment")
     demo.add_argument("-o", "--output", default="fusellm-demo", help="working directory (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="a tiny setting that only checks the plumbing")
@@ -83,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_run_demo)
 
+
+def _add_vocab_map(commands: Any) -> None:
     vocab = commands.add_parser("vocab-map", help="MinED vocabulary map from a source tokenizer to a target's")
     vocab.add_argument("source", metavar="SOURCE", help="directory with the source tokenizer (or model)")
     vocab.add_argument("target", metavar="TARGET", help="directory with the target tokenizer (or model)")
@@ -90,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     vocab.add_argument("--workers", type=int, default=-1, help="threads (default: every core)")
     vocab.set_defaults(run=_run_vocab_map)
 
+
+def _add_extract(commands: Any) -> None:
     extract = commands.add_parser("extract", help="teacher pass of one model: top-k lists and CE per text")
     extract.add_argument("model", metavar="MODEL", help="local model directory with its tokenizer")
     extract.add_argument("data", metavar="DATA", nargs="+",
@@ -109,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(run=_run_extract)
 
+
+def _add_align(commands: Any) -> None:
     align = commands.add_parser("align", help="align every source's teacher pass to the target's")
     align.add_argument("--target", required=True, help="the target model's extract directory")
     align.add_argument("--source", required=True, action="append", help="a source's extract directory (repeat)")
@@ -132,6 +146,10 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(run=_run_align)
 
+
+def _add_train(commands: Any) -> None:
+    from .pipeline import TrainConfig
+
     train = commands.add_parser("train", help="train the target with the FuseLLM objective (FusionTrainer)")
     train.add_argument("target_model", metavar="TARGET_MODEL")
     train.add_argument("aligned", metavar="ALIGNED_DIR")
@@ -139,7 +157,6 @@ def _parser() -> argparse.ArgumentParser:
     TrainConfig.add_arguments(train)
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=_run_train)
-    return parser
 
 
 def _run_demo(args: argparse.Namespace) -> None:
