@@ -12,7 +12,7 @@ and saved as ``output/data/part-PPPPPP/``, a ``datasets`` directory with one row
 - ``teacher_ce`` float32 ``[M]`` (``[M, L]`` at ``ce_level="token"``): each model's CE on the
   text, in the unit ``ce_unit``.
 
-These are the fusion examples of :mod:`fusellm_fast.trainer`; ``output/summary.json`` is an
+These are the fusion examples of :mod:`fusellm_fast.fusion_examples`; ``output/summary.json`` is an
 :class:`AlignSummary`.
 """
 
@@ -27,6 +27,7 @@ from typing import Any, Literal
 from .._choices import CeLevel, CeUnit
 from ..alignment import Aligner, align_batch
 from ..errors import MarkerDetectionError, VocabMapError
+from ..fusion_examples import build_fusion_examples
 from ..hf import token_byte_lengths
 from ..vocab_map import Normalize, VocabMap
 from .errors import PipelineError
@@ -73,7 +74,7 @@ def align(
             different tokenizers fairly.
         ce_level: ``"sequence"``: one CE per text and model (the paper); ``"token"``: one per
             target position, carried over from each source through the alignment (see
-            :func:`~fusellm_fast.trainer.build_fusion_examples`); train it with ``level="token"``.
+            :func:`~fusellm_fast.fusion_examples.build_fusion_examples`); train it with ``level="token"``.
         method, candidates: as in :func:`~fusellm_fast.align_batch`.
         normalize: the token normalization of the MinED map and of ``dtw``'s costs, as in
             :class:`~fusellm_fast.Aligner`.
@@ -156,8 +157,6 @@ def _write_parts(output: Path, target_pass: ExtractedPass, source_passes: list[E
                  workers: int, show_progress: bool) -> tuple[list[dict[str, Any]], int]:
     """Aligns and saves the texts batch by batch; per source its summed counts, and the target tokens."""
     import pyarrow as pa
-
-    from ..trainer import build_fusion_examples
 
     byte_lengths = None
     if examples["ce_level"] == "token" and examples["ce_unit"] == "byte":

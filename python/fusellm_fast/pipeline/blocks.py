@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .._choices import CeLevel
+from ..fusion_examples import pack_examples
 from .errors import PipelineError
 from .storage import rectangular_array
 
@@ -17,7 +18,7 @@ class PackedBlocks:
     """Aligned rows cut into ``block_size``-token training blocks, read from disk on demand.
 
     Block ``i`` holds tokens ``[i * block_size, (i + 1) * block_size)`` of all rows concatenated,
-    as :func:`fusellm_fast.trainer.pack_examples` would cut them (the remainder is dropped), but
+    as :func:`fusellm_fast.fusion_examples.pack_examples` would cut them (the remainder is dropped), but
     only the rows it overlaps are read, so that a corpus far larger than memory trains as well.
 
     >>> blocks = PackedBlocks(load_aligned("aligned", arg="ALIGNED_DIR")[0], block_size=2048)  # doctest: +SKIP
@@ -43,8 +44,6 @@ class PackedBlocks:
         return int(self._row_starts[-1] // self._block_size)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        from ..trainer import pack_examples
-
         if not 0 <= index < len(self):
             raise IndexError(f"index: block {index} of {len(self)}")
         start = index * self._block_size
