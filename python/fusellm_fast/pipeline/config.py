@@ -75,6 +75,7 @@ class TrainConfig:
     bf16: bool = False
     seed: int = 42
     logging_steps: int = 10
+    # Read by training_arguments, with seed: they set more than their own TrainingArguments field.
     save_steps: int | None = _option(None, help="checkpoint interval (default: none)", stage_only=True)
     deepspeed: str | None = _option(None, help="DeepSpeed JSON config", when_set=True)
     fsdp: str | None = _option(None, help="FSDP option string, as in TrainingArguments", when_set=True)
