@@ -15,33 +15,24 @@ pytest.importorskip("transformers")
 pytest.importorskip("datasets")
 
 import numpy as np
-from fusellm_fast import demo
+from demo_models import TINY, demo_corpus, save_models
 from fusellm_fast.cli import main
 from fusellm_fast.pipeline import PackedBlocks, load_aligned
 from fusellm_fast.trainer import pack_examples
-
-TINY = demo.DemoConfig.quick(hidden_size=32, layers=1, heads=2, chunk_chars=160)
-
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A corpus file and three model directories with three different vocabularies (two families)."""
     root = tmp_path_factory.mktemp("pipeline")
-    texts = demo.domain_texts(TINY.chunk_chars)
-    corpus = texts["code"][:40] + texts["prose"][:40]
+    corpus = demo_corpus(TINY, 40)
     corpus_path = root / "corpus.jsonl"
     corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus), encoding="utf-8")
     other_corpus = root / "other.jsonl"
     other_corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:20]), encoding="utf-8")
     paths = {"corpus": corpus_path, "other_corpus": other_corpus}
-    for seed, (name, kind, architecture, vocab_size) in enumerate(
-        (("target", "sp_bpe", "llama", 300), ("source_a", "byte_bpe", "gpt2", 300), ("source_b", "sp_bpe", "llama", 260))
-    ):
-        tokenizer = demo.train_tokenizer(kind, corpus, vocab_size)
-        model = demo.new_model(architecture, tokenizer, TINY, seed)
-        paths[name] = root / name
-        model.save_pretrained(paths[name])
-        tokenizer.save_pretrained(paths[name])
+    paths.update(save_models(root, corpus, TINY, [("target", "sp_bpe", "llama", 300),
+                                                  ("source_a", "byte_bpe", "gpt2", 300),
+                                                  ("source_b", "sp_bpe", "llama", 260)]))
     paths["root"] = root
     return paths
 
@@ -198,43 +189,6 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> 
     assert result.stderr.strip().splitlines() == [
         f"fusellm-fast vocab-map: error: SOURCE: {str(tmp_path / 'a')!r} is not a directory"
     ]
-
-
-def test_demo_compares_every_alignment_setting_over_seeds(tmp_path: Path) -> None:
-    lines: list[str] = []
-    result = demo.run_demo(tmp_path, demo.DemoConfig.quick(threads=1), seeds=2, jobs=2, show_progress=False,
-                           log=lines.append)
-    assert [seed["seed"] for seed in result.seeds] == [0, 1]
-    assert result.seeds[0]["perplexity"] != result.seeds[1]["perplexity"]
-    runs = {demo.CLM_RUN, demo.CONTROL_RUN} | {s.run_name for s in demo.ALIGNMENT_SETTINGS}
-    assert runs <= set(result.perplexity)
-    for model, values in result.perplexity.items():
-        for domain in demo.DOMAINS:
-            per_seed = [seed["perplexity"][model][domain] for seed in result.seeds]
-            assert values[domain] == pytest.approx(np.mean(per_seed), abs=1e-3)
-            assert result.perplexity_spread[model][domain] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-3)
-    assert len(result.settings) == len(demo.ALIGNMENT_SETTINGS)
-    for row, setting in zip(result.settings, demo.ALIGNMENT_SETTINGS, strict=True):
-        run = setting.run_name
-        for domain in demo.DOMAINS:
-            kept = []
-            for seed in result.seeds:
-                ppl = seed["perplexity"]
-                clm = ppl[demo.CLM_RUN][domain]
-                kept.append((clm - ppl[run][domain]) / (clm - ppl[demo.CONTROL_RUN][domain]))
-            assert row["kept_gain"][domain] == pytest.approx(np.mean(kept), abs=1e-3)
-        assert all(0 < rate <= 1 for rate in row["matched"].values())
-    by_name = {(row["name"], row["ce_unit"], row["ce_level"]): row for row in result.settings}
-    for source in demo.SOURCES:
-        # Same end byte is a weaker requirement than the same span.
-        assert (by_name[("boundary, bytes, prefix", "byte", "sequence")]["matched"][source]
-                >= by_name[("offsets, bytes, MinED", "byte", "sequence")]["matched"][source])
-    assert any(level == "token" for *_, level in by_name)
-    saved = json.loads((tmp_path / "demo_results.json").read_text(encoding="utf-8"))
-    assert saved["settings"] == json.loads(json.dumps(result.settings))
-    table = (tmp_path / "demo_table.md").read_text(encoding="utf-8")
-    assert "| published: dtw, marker, MinED, current-token stand-in | token |" in table
-    assert (tmp_path / "demo_curves.png").stat().st_size > 10_000
 
 
 def test_demo_rejects_bad_seed_counts(capsys: pytest.CaptureFixture[str]) -> None:

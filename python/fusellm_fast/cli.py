@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fusellm-fast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_demo(commands)
+    _add_vocab_map(commands)
+    _add_extract(commands)
+    _add_align(commands)
+    _add_train(commands)
+    return parser
+
+
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the built-in CPU miniature of the paper's experiment")
     demo.add_argument("-o", "--output", default="fusellm-demo", help="working directory (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="a tiny setting that only checks the plumbing")
@@ -82,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_run_demo)
 
+
+def _add_vocab_map(commands: Any) -> None:
     vocab = commands.add_parser("vocab-map", help="MinED vocabulary map from a source tokenizer to a target's")
     vocab.add_argument("source", metavar="SOURCE", help="directory with the source tokenizer (or model)")
     vocab.add_argument("target", metavar="TARGET", help="directory with the target tokenizer (or model)")
@@ -89,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     vocab.add_argument("--workers", type=int, default=-1, help="threads (default: every core)")
     vocab.set_defaults(run=_run_vocab_map)
 
+
+def _add_extract(commands: Any) -> None:
     extract = commands.add_parser("extract", help="teacher pass of one model: top-k lists and CE per text")
     extract.add_argument("model", metavar="MODEL", help="local model directory with its tokenizer")
     extract.add_argument("data", metavar="DATA", nargs="+",
@@ -108,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(run=_run_extract)
 
+
+def _add_align(commands: Any) -> None:
     align = commands.add_parser("align", help="align every source's teacher pass to the target's")
     align.add_argument("--target", required=True, help="the target model's extract directory")
     align.add_argument("--source", required=True, action="append", help="a source's extract directory (repeat)")
@@ -131,36 +146,17 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(run=_run_align)
 
+
+def _add_train(commands: Any) -> None:
+    from .pipeline import TrainConfig
+
     train = commands.add_parser("train", help="train the target with the FuseLLM objective (FusionTrainer)")
     train.add_argument("target_model", metavar="TARGET_MODEL")
     train.add_argument("aligned", metavar="ALIGNED_DIR")
     train.add_argument("-o", "--output", required=True)
-    train.add_argument("--method", choices=("min_ce", "avg_ce"), default="min_ce")
-    train.add_argument("--lm-weight", type=float, default=0.9, help="lambda; 1.0 is plain continual training")
-    train.add_argument("--temperature", type=float, default=1.0)
-    train.add_argument("--level", choices=("sequence", "token"), default=None,
-                       help="choose teachers per block or per position (default: the aligned data's --ce-level)")
-    train.add_argument("--block-size", type=int, default=2048)
-    train.add_argument("--batch-size", type=int, default=1, help="blocks per device and step")
-    train.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    train.add_argument("--learning-rate", type=float, default=1e-5)
-    train.add_argument("--lr-scheduler", default="cosine")
-    train.add_argument("--warmup-ratio", type=float, default=0.008)
-    train.add_argument("--weight-decay", type=float, default=0.1)
-    train.add_argument("--adam-beta2", type=float, default=0.95)
-    train.add_argument("--epochs", type=float, default=1.0)
-    train.add_argument("--max-steps", type=int, default=-1)
-    train.add_argument("--bf16", action="store_true")
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--logging-steps", type=int, default=10)
-    train.add_argument("--save-steps", type=int, default=None, help="checkpoint interval (default: none)")
-    train.add_argument("--deepspeed", default=None, help="DeepSpeed JSON config")
-    train.add_argument("--fsdp", default=None, help="FSDP option string, as in TrainingArguments")
-    train.add_argument("--fsdp-config", default=None)
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in -o")
+    TrainConfig.add_arguments(train)
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=_run_train)
-    return parser
 
 
 def _run_demo(args: argparse.Namespace) -> None:
@@ -208,18 +204,10 @@ def _run_align(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_train(args: argparse.Namespace) -> dict[str, Any]:
-    from .pipeline import train
+    from .pipeline import TrainConfig, train
 
-    summary = train(
-        args.target_model, args.aligned, args.output, method=args.method, lm_weight=args.lm_weight,
-        temperature=args.temperature, level=args.level, block_size=args.block_size,
-        batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate, lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, adam_beta2=args.adam_beta2, epochs=args.epochs, max_steps=args.max_steps,
-        bf16=args.bf16, seed=args.seed, logging_steps=args.logging_steps, save_steps=args.save_steps,
-        deepspeed=args.deepspeed, fsdp=args.fsdp, fsdp_config=args.fsdp_config, resume=args.resume,
-        show_progress=not args.no_progress,
-    )
+    summary = train(args.target_model, args.aligned, args.output, config=TrainConfig.from_arguments(args),
+                    show_progress=not args.no_progress)
     result = asdict(summary)
     result.pop("log_history")
     return result

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
 from fusellm_fast._checks import checked_choice
+from fusellm_fast._choices import CeLevel, FusionMethod, LossKind
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 
 __all__ = [
@@ -32,10 +33,6 @@ __all__ = [
     "fuse",
     "fusion_loss",
 ]
-
-FusionMethod = Literal["min_ce", "avg_ce"]
-CeLevel = Literal["sequence", "token"]
-LossKind = Literal["ce", "kl"]
 
 # Student logits per chunk of positions (rows x vocabulary) in the forward and backward passes:
 # bounds their float32 temporaries to 16 MiB whatever the batch and sequence length.
@@ -128,13 +125,7 @@ def fuse(
     >>> fused.ids.tolist(), fused.probs.tolist(), fused.weights.tolist()
     ([[[5, -1]]], [[[1.0, 0.0]]], [[0.0], [1.0]])
     """
-    checked_choice(method, "method", get_args(FusionMethod))
-    checked_choice(level, "level", get_args(CeLevel))
-    _check_positive("temperature", temperature)
-    if ce_temperature is not None:
-        _check_positive("ce_temperature", ce_temperature)
-        if method != "avg_ce":
-            raise InvalidInputError("ce_temperature: applies to method='avg_ce' only")
+    _check_fuse_options(method, level, temperature, ce_temperature)
     ids, logits = _stacked_distributions(dists)
     models, batch, length, _ = ids.shape
     ce = _as_tensor("ce", ce, device=ids.device)
@@ -144,25 +135,51 @@ def fuse(
 
     ids, logits = _fill_missing_with_target(ids, logits.float())
     probs = _list_softmax(ids, logits, temperature)
-    per_position_ce = ce.float() if level == "token" else ce.float()[:, :, None].expand(-1, -1, length)
     if method == "min_ce":
-        chosen = _first_argmin(per_position_ce)  # [B, L]
-        index = chosen[None, :, :, None].expand(1, -1, -1, ids.shape[-1])
-        fused_ids = ids.gather(0, index)[0]
-        fused_probs = probs.gather(0, index)[0]
-        weights = torch.nn.functional.one_hot(_first_argmin(ce.float()), models).movedim(-1, 0).float()
+        fused_ids, fused_probs, weights = _min_ce(ids, probs, ce, level)
     else:
-        scores = torch.exp(-ce.float()) if ce_temperature is None else -ce.float() / ce_temperature
-        weights = torch.softmax(scores, dim=0)
-        per_position = weights if level == "token" else weights[:, :, None].expand(-1, -1, length)
-        weighted = probs * per_position[..., None]
-        # [N, B, L, K] -> [B, L, N * K]: one list per position holding every model's entries.
-        fused_ids, fused_probs = _merge_duplicate_ids(
-            ids.permute(1, 2, 0, 3).flatten(2), weighted.permute(1, 2, 0, 3).flatten(2)
-        )
-        # Only where some model lists nothing even after the fallback is this not a division by 1.
-        fused_probs = fused_probs / fused_probs.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+        fused_ids, fused_probs, weights = _avg_ce(ids, probs, ce, level, ce_temperature)
     return FusedDistribution(ids=fused_ids, probs=fused_probs, weights=weights)
+
+
+def _check_fuse_options(method: str, level: str, temperature: float, ce_temperature: float | None) -> None:
+    checked_choice(method, "method", get_args(FusionMethod))
+    checked_choice(level, "level", get_args(CeLevel))
+    _check_positive("temperature", temperature)
+    if ce_temperature is not None:
+        _check_positive("ce_temperature", ce_temperature)
+        if method != "avg_ce":
+            raise InvalidInputError("ce_temperature: applies to method='avg_ce' only")
+
+
+def _min_ce(ids: torch.Tensor, probs: torch.Tensor, ce: torch.Tensor,
+            level: CeLevel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MinCE: at each position the list of the model with the lowest CE; the ids, probs and weights."""
+    models, _, length, _ = ids.shape
+    per_position_ce = ce.float() if level == "token" else ce.float()[:, :, None].expand(-1, -1, length)
+    chosen = _first_argmin(per_position_ce)  # [B, L]
+    index = chosen[None, :, :, None].expand(1, -1, -1, ids.shape[-1])
+    fused_ids = ids.gather(0, index)[0]
+    fused_probs = probs.gather(0, index)[0]
+    weights = torch.nn.functional.one_hot(_first_argmin(ce.float()), models).movedim(-1, 0).float()
+    return fused_ids, fused_probs, weights
+
+
+def _avg_ce(ids: torch.Tensor, probs: torch.Tensor, ce: torch.Tensor, level: CeLevel,
+            ce_temperature: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AvgCE: at each position the weighted sum of every model's list; the ids, probs and weights."""
+    length = ids.shape[2]
+    scores = torch.exp(-ce.float()) if ce_temperature is None else -ce.float() / ce_temperature
+    weights = torch.softmax(scores, dim=0)
+    per_position = weights if level == "token" else weights[:, :, None].expand(-1, -1, length)
+    weighted = probs * per_position[..., None]
+    # [N, B, L, K] -> [B, L, N * K]: one list per position holding every model's entries.
+    fused_ids, fused_probs = _merge_duplicate_ids(
+        ids.permute(1, 2, 0, 3).flatten(2), weighted.permute(1, 2, 0, 3).flatten(2)
+    )
+    # Only where some model lists nothing even after the fallback is this not a division by 1.
+    fused_probs = fused_probs / fused_probs.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    return fused_ids, fused_probs, weights
 
 
 def fusion_loss(
@@ -211,6 +228,38 @@ def fusion_loss(
     (0.6931, 0.6931, 0.6931)
     """
     checked_choice(kind, "kind", get_args(LossKind))
+    mask = _checked_loss_inputs(student_logits, labels, fused, mask, lm_weight)
+
+    # Both terms are sparse cross-entropies against the same softmax: the CLM term puts weight on the
+    # next gold token, the fusion term on the fused list. One pass over the vocabulary serves both.
+    next_gold = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+    gold_mask = next_gold != -100
+    listed = fused.ids >= 0
+    probs = fused.probs.float().where(listed, 0.0)
+    fusion_mask = mask.bool() & listed.any(-1)
+    clm_scale = lm_weight / gold_mask.sum().clamp(min=1)
+    fusion_scale = (1.0 - lm_weight) / fusion_mask.sum().clamp(min=1)
+    gold_weight = clm_scale * gold_mask
+    list_weights = fusion_scale * probs * fusion_mask.unsqueeze(-1)
+    entry_ids = torch.cat([next_gold.clamp(min=0).unsqueeze(-1), fused.ids.clamp(min=0)], dim=-1)
+    entry_weights = torch.cat([gold_weight.unsqueeze(-1), list_weights], dim=-1)
+    total, log_partition, entry_logits = _sparse_cross_entropy(student_logits, entry_ids, entry_weights)
+
+    clm = _masked_mean(log_partition - entry_logits[..., 0], gold_mask)
+    # With q summing to 1: -sum_j q_j log_softmax(z)_j = logZ - sum_j q_j z_j.
+    position_loss = log_partition - (probs * entry_logits[..., 1:]).sum(-1)
+    if kind == "kl":
+        negative_entropy = torch.xlogy(probs, probs).sum(-1)
+        position_loss = position_loss + negative_entropy
+        # A constant with respect to the student: it shifts the total but not its gradient.
+        total = total + fusion_scale * (negative_entropy * fusion_mask).sum()
+    fusion = _masked_mean(position_loss, fusion_mask)
+    return FusionLoss(total=total, clm=clm, fusion=fusion)
+
+
+def _checked_loss_inputs(student_logits: torch.Tensor, labels: torch.Tensor, fused: FusedDistribution,
+                         mask: torch.Tensor | None, lm_weight: float) -> torch.Tensor:
+    """Checks the arguments of :func:`fusion_loss`; the mask of the fusion term."""
     if isinstance(lm_weight, bool) or not (isinstance(lm_weight, (int, float)) and 0.0 <= lm_weight <= 1.0):
         raise InvalidInputError(f"lm_weight: must be a number in [0, 1], got {lm_weight!r}")
     _check_floating("student_logits", student_logits, ndim=3)
@@ -233,39 +282,21 @@ def fusion_loss(
         raise InvalidInputError(f"fused: holds id {int(fused.ids.max())}, outside the student's vocabulary of {vocab}")
     if int(labels.max()) >= vocab or bool(((labels < 0) & (labels != -100)).any()):
         raise InvalidInputError(f"labels: must be ids in [0, {vocab}) or -100")
+    return mask
 
-    # Both terms are sparse cross-entropies against the same softmax: the CLM term puts weight on the
-    # next gold token, the fusion term on the fused list. One pass over the vocabulary serves both.
-    next_gold = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
-    gold_mask = next_gold != -100
-    listed = fused.ids >= 0
-    probs = fused.probs.float().where(listed, 0.0)
-    fusion_mask = mask.bool() & listed.any(-1)
-    clm_scale = lm_weight / gold_mask.sum().clamp(min=1)
-    fusion_scale = (1.0 - lm_weight) / fusion_mask.sum().clamp(min=1)
-    gold_weight = clm_scale * gold_mask
-    list_weights = fusion_scale * probs * fusion_mask.unsqueeze(-1)
-    entry_ids = torch.cat([next_gold.clamp(min=0).unsqueeze(-1), fused.ids.clamp(min=0)], dim=-1)
-    entry_weights = torch.cat([gold_weight.unsqueeze(-1), list_weights], dim=-1)
+
+def _sparse_cross_entropy(student_logits: torch.Tensor, entry_ids: torch.Tensor,
+                          entry_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`_SparseCrossEntropy` over the positions of ``[B, L, V]`` logits: the total, the
+    log-partition ``[B, L]`` and the listed entries' logits ``[B, L, E]``."""
+    batch, length, vocab = student_logits.shape
     total, log_partition, entry_logits = _SparseCrossEntropy.apply(
         student_logits.reshape(batch * length, vocab),
         entry_ids.reshape(batch * length, -1),
         entry_weights.reshape(batch * length, -1),
         entry_weights.sum(-1).reshape(-1),
     )
-    log_partition = log_partition.view(batch, length)
-    entry_logits = entry_logits.view(batch, length, -1)
-
-    clm = _masked_mean(log_partition - entry_logits[..., 0], gold_mask)
-    # With q summing to 1: -sum_j q_j log_softmax(z)_j = logZ - sum_j q_j z_j.
-    position_loss = log_partition - (probs * entry_logits[..., 1:]).sum(-1)
-    if kind == "kl":
-        negative_entropy = torch.xlogy(probs, probs).sum(-1)
-        position_loss = position_loss + negative_entropy
-        # A constant with respect to the student: it shifts the total but not its gradient.
-        total = total + fusion_scale * (negative_entropy * fusion_mask).sum()
-    fusion = _masked_mean(position_loss, fusion_mask)
-    return FusionLoss(total=total, clm=clm, fusion=fusion)
+    return total, log_partition.view(batch, length), entry_logits.view(batch, length, -1)
 
 
 class _SparseCrossEntropy(torch.autograd.Function):

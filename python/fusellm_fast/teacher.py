@@ -27,7 +27,9 @@ import torch
 
 from fusellm_fast._checks import checked_choice
 from fusellm_fast._fingerprint import strings_fingerprint
+from fusellm_fast._shards import checked_shard, shard_range
 from fusellm_fast.errors import InputTypeError, InvalidInputError
+from fusellm_fast.hf import model_or_tokenizer
 
 __all__ = ["LogitsDtype", "extract_topk", "load_topk", "topk_features"]
 
@@ -138,43 +140,62 @@ def extract_topk(
     ([3, 2], 2, 1)
     """
     texts = _Texts(texts_or_dataset, text_column)
-    _check_int("k", k, minimum=1)
-    _check_int("max_length", max_length, minimum=2)
-    _check_int("batch_size", batch_size, minimum=1)
-    _check_int("texts_per_part", texts_per_part, minimum=1)
-    checked_choice(logits_dtype, "logits_dtype", ("float32", "float16"))
-    shard_index, shard_count = _checked_shard(shard)
-    model = _load_local(model, "model")
-    tokenizer = _load_local(tokenizer, "tokenizer")
-    if getattr(tokenizer, "eos_token_id", None) is None:
-        raise InvalidInputError("tokenizer: has no eos_token_id; the teacher pass appends EOS to every text")
-
-    start, stop = _shard_range(len(texts), shard_index, shard_count)
+    settings, shard_index = _checked_settings(len(texts), k=k, max_length=max_length, batch_size=batch_size,
+                                              texts_per_part=texts_per_part, logits_dtype=logits_dtype, shard=shard)
+    model, tokenizer = _model_and_tokenizer(model, tokenizer)
     teacher_pass = _TeacherPass(
         model, tokenizer, k=k, max_length=max_length, batch_size=batch_size, logits_dtype=logits_dtype
     )
     features = topk_features(k, logits_dtype)
     with _evaluating(model, device) as run_device:
         if output_dir is None:
+            start, stop = shard_range(len(texts), shard_index, settings["num_shards"])
             return datasets.Dataset.from_dict(teacher_pass.rows(texts, start, stop, run_device), features=features)
-        root = Path(output_dir)
-        settings = {
-            "k": k,
-            "max_length": max_length,
-            "logits_dtype": logits_dtype,
-            "num_texts": len(texts),
-            "num_shards": shard_count,
-            "texts_per_part": texts_per_part,
-        }
-        _claim_run(root, settings)
-        parts = []
-        for part_dir, part_start, part_stop in _parts(root, settings, shard_index):
-            fingerprint = texts.fingerprint(part_start, part_stop)
-            if not _finished_part(part_dir, fingerprint):
-                rows = teacher_pass.rows(texts, part_start, part_stop, run_device)
-                _save_part(datasets.Dataset.from_dict(rows, features=features), part_dir, fingerprint)
-            parts.append(datasets.load_from_disk(str(part_dir)))
+        parts = _computed_parts(Path(output_dir), settings, shard_index, texts, teacher_pass, features, run_device)
     return datasets.concatenate_datasets(parts) if parts else _empty(features)
+
+
+def _checked_settings(num_texts: int, *, k: int, max_length: int, batch_size: int, texts_per_part: int,
+                      logits_dtype: LogitsDtype, shard: object) -> tuple[dict[str, Any], int]:
+    """The options of :func:`extract_topk` checked; the settings a saved run records, and the shard index."""
+    _check_int("k", k, minimum=1)
+    _check_int("max_length", max_length, minimum=2)
+    _check_int("batch_size", batch_size, minimum=1)
+    _check_int("texts_per_part", texts_per_part, minimum=1)
+    checked_choice(logits_dtype, "logits_dtype", ("float32", "float16"))
+    shard_index, shard_count = checked_shard(shard)
+    settings = {
+        "k": k,
+        "max_length": max_length,
+        "logits_dtype": logits_dtype,
+        "num_texts": num_texts,
+        "num_shards": shard_count,
+        "texts_per_part": texts_per_part,
+    }
+    return settings, shard_index
+
+
+def _model_and_tokenizer(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """The model and the tokenizer, loaded where paths are given; the tokenizer has an EOS."""
+    model = model_or_tokenizer(model, "model")
+    tokenizer = model_or_tokenizer(tokenizer, "tokenizer")
+    if getattr(tokenizer, "eos_token_id", None) is None:
+        raise InvalidInputError("tokenizer: has no eos_token_id; the teacher pass appends EOS to every text")
+    return model, tokenizer
+
+
+def _computed_parts(root: Path, settings: dict[str, Any], shard_index: int, texts: _Texts, teacher_pass: _TeacherPass,
+                    features: datasets.Features, device: torch.device) -> list[datasets.Dataset]:
+    """The shard's parts under ``root``: those already saved, the others computed and saved."""
+    _claim_run(root, settings)
+    parts = []
+    for part_dir, part_start, part_stop in _parts(root, settings, shard_index):
+        fingerprint = texts.fingerprint(part_start, part_stop)
+        if not _finished_part(part_dir, fingerprint):
+            rows = teacher_pass.rows(texts, part_start, part_stop, device)
+            _save_part(datasets.Dataset.from_dict(rows, features=features), part_dir, fingerprint)
+        parts.append(datasets.load_from_disk(str(part_dir)))
+    return parts
 
 
 def load_topk(output_dir: str | os.PathLike[str]) -> datasets.Dataset:
@@ -357,20 +378,6 @@ def _evaluating(model: Any, device: str | torch.device | None) -> Iterator[torch
         model.train(was_training)
 
 
-def _load_local(value: Any, name: Literal["model", "tokenizer"]) -> Any:
-    """A model or tokenizer object as given, or loaded from a local path."""
-    if not isinstance(value, (str, os.PathLike)):
-        if name == "model" and not isinstance(value, torch.nn.Module):
-            raise InputTypeError(f"model: must be a torch.nn.Module or a local path, got {type(value).__name__}")
-        return value
-    if not Path(value).is_dir():
-        raise InvalidInputError(f"{name}: {os.fspath(value)!r} is not a local directory")
-    import transformers
-
-    loader = transformers.AutoModelForCausalLM if name == "model" else transformers.AutoTokenizer
-    return loader.from_pretrained(os.fspath(value), local_files_only=True)
-
-
 def _empty(features: datasets.Features) -> datasets.Dataset:
     return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
 
@@ -380,27 +387,9 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise InvalidInputError(f"{name}: must be an int >= {minimum}, got {value!r}")
 
 
-def _checked_shard(shard: object) -> tuple[int, int]:
-    if (
-        not isinstance(shard, tuple)
-        or len(shard) != 2
-        or not all(isinstance(x, int) and not isinstance(x, bool) for x in shard)
-        or not 0 <= shard[0] < shard[1]
-    ):
-        raise InvalidInputError(f"shard: must be (index, count) with 0 <= index < count, got {shard!r}")
-    return shard
-
-
-def _shard_range(num_texts: int, index: int, count: int) -> tuple[int, int]:
-    """The ``index``-th of ``count`` contiguous ranges; the first ``num_texts % count`` are one longer."""
-    size, extra = divmod(num_texts, count)
-    start = index * size + min(index, extra)
-    return start, start + size + (index < extra)
-
-
 def _parts(root: Path, settings: dict[str, Any], shard_index: int) -> list[tuple[Path, int, int]]:
     count = settings["num_shards"]
-    start, stop = _shard_range(settings["num_texts"], shard_index, count)
+    start, stop = shard_range(settings["num_texts"], shard_index, count)
     shard_dir = root / f"shard-{shard_index:05d}-of-{count:05d}"
     step = settings["texts_per_part"]
     return [

@@ -1,0 +1,260 @@
+"""The demo's run: per seed, every model trained, every stage of the pipeline, every target run
+trained and scored; over seeds, the figures and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import pipeline
+from ..errors import InvalidInputError
+from .config import (
+    ALIGNMENT_SETTINGS,
+    CLM_RUN,
+    CONTROL_RUN,
+    CONTROL_SOURCES,
+    SOURCES,
+    DemoConfig,
+    default_setting,
+    slug,
+)
+from .corpora import DemoCorpora, domain_texts, mixture, split_corpora
+from .models import HeldOutScores, max_tokens, new_model, packed_blocks, pretrain, train_tokenizer
+from .report import DemoResult, plot_curves, summarize
+
+__all__ = ["TargetRun", "run_demo", "run_seed"]
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    """One way of continually training the target: on which aligned data, how."""
+
+    name: str
+    aligned: str
+    method: Literal["min_ce", "avg_ce"]
+    lm_weight: float
+
+
+def run_demo(
+    output: str | os.PathLike[str],
+    config: DemoConfig = DemoConfig(),
+    *,
+    seeds: int = 1,
+    jobs: int = 1,
+    show_progress: bool = True,
+    log: Any = print,
+) -> DemoResult:
+    """Runs the whole miniature once per seed and writes ``demo_results.json``, ``demo_table.md``
+    and ``demo_curves.png`` into ``output`` (each seed's models and stage directories go below
+    ``output/seed-S``).
+
+    Per seed: two sources on other tokenizers than the target's, the same two sources (same data,
+    steps and seeds) on the target's tokenizer as the control, the target; a teacher pass of each;
+    the sources aligned to the target in every :data:`ALIGNMENT_SETTINGS` row; and continual
+    training of the target with the same blocks and steps: plain CLM, MinCE with the control
+    sources (no alignment needed), MinCE in every setting, and AvgCE in the library's default one.
+
+    Args:
+        output: the working directory.
+        config: the sizes; ``config.seed`` is the first seed.
+        seeds: how many seeds (``config.seed``, ``config.seed + 1``, ...).
+        jobs: seeds run at the same time, each in its own process.
+        show_progress: draw progress bars.
+        log: called with one line of text per phase.
+
+    Returns:
+        Every figure of the run.
+
+    Raises:
+        InvalidInputError: ``seeds`` or ``jobs`` is not a positive int.
+
+    >>> result = run_demo("demo-out", DemoConfig.quick(), log=lambda line: None)  # doctest: +SKIP
+    >>> sorted(result.perplexity)[0]  # doctest: +SKIP
+    'CLM only'
+    """
+    for name, value in (("seeds", seeds), ("jobs", jobs)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise InvalidInputError(f"{name}: must be a positive int, got {value!r}")
+    root = pathlib.Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    if jobs > 1 and config.threads is None:
+        config = replace(config, threads=max(1, (os.cpu_count() or 1) // min(jobs, seeds)))
+    configs = [replace(config, seed=config.seed + offset) for offset in range(seeds)]
+    directories = [root / f"seed-{c.seed}" for c in configs]
+    if jobs == 1:
+        per_seed = [run_seed(d, c, show_progress=show_progress, log=log) for d, c in zip(directories, configs)]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        # Spawned, not forked: torch's thread pools do not survive a fork.
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, seeds), mp_context=spawn) as pool:
+            per_seed = list(pool.map(_run_seed_quietly, directories, configs))
+    result = summarize(per_seed, config)
+    (root / "demo_results.json").write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
+    (root / "demo_table.md").write_text(result.table() + "\n\n" + result.settings_table() + "\n", encoding="utf-8")
+    plot_curves(per_seed[0]["curves"], root / "demo_curves.png",
+                runs=[CLM_RUN, CONTROL_RUN, default_setting().run_name, ALIGNMENT_SETTINGS[0].run_name])
+    return result
+
+
+def _run_seed_quietly(directory: pathlib.Path, config: DemoConfig) -> dict[str, Any]:
+    def log(line: str) -> None:
+        print(f"[seed {config.seed}] {line}", flush=True)
+
+    return run_seed(directory, config, show_progress=False, log=log)
+
+
+
+def run_seed(directory: pathlib.Path, config: DemoConfig, *, show_progress: bool = True,
+             log: Any = print) -> dict[str, Any]:
+    """One seed of :func:`run_demo`; the figures of that seed (see :attr:`DemoResult.seeds`)."""
+    import torch
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    root = pathlib.Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    phase = _Phases(log)
+    rng = random.Random(config.seed)
+    corpora = split_corpora(domain_texts(config.chunk_chars), eval_texts=config.eval_texts, seed=config.seed)
+    models = _trained_models(corpora, config, rng, phase)
+    model_dirs = {}
+    for name, (model, tokenizer) in models.items():
+        model_dirs[name] = root / "models" / slug(name)
+        model.save_pretrained(model_dirs[name])
+        tokenizer.save_pretrained(model_dirs[name])
+    fusion_texts = mixture(corpora.pool, _EVEN, _texts_for(config.fusion_steps, config), rng)
+    teacher_dirs = {}
+    for name, model_dir in model_dirs.items():
+        teacher_dirs[name] = root / "teacher" / slug(name)
+        pipeline.extract(model_dir, [], teacher_dirs[name], texts=fusion_texts, top_k=config.top_k,
+                         max_length=max_tokens(config), batch_size=16, show_progress=show_progress)
+    phase(f"extract ({len(model_dirs)} teacher passes)")
+    matched, kept_mass = _align_every_setting(root, teacher_dirs, show_progress=show_progress)
+    phase("align (every setting)")
+
+    scores = HeldOutScores(corpora.held_out, *models["target before"])
+    for name, (model, tokenizer) in models.items():
+        scores.add(name, model, tokenizer)
+    phase("evaluate the sources and the target")
+    curves, teacher_choice = _train_target_runs(root, model_dirs["target before"], config, scores,
+                                                show_progress=show_progress, phase=phase)
+    return {"seed": config.seed, "perplexity": scores.perplexity, "bits_per_byte": scores.bits_per_byte,
+            "matched": matched, "kept_mass": kept_mass, "teacher_choice": teacher_choice, "curves": curves,
+            "seconds": phase.seconds}
+
+
+_EVEN = {"code": 0.5, "prose": 0.5}
+_OTHER_DOMAIN = {"code": "prose", "prose": "code"}
+
+
+class _Phases:
+    """Times the phases of a seed: each call ends one, logs and keeps its wall time."""
+
+    def __init__(self, log: Any) -> None:
+        self.seconds: dict[str, float] = {}
+        self._log = log
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._clock, 1)
+        self._clock = now
+        self._log(f"[demo] {name}: {self.seconds[name]:.1f} s")
+
+
+def _texts_for(steps: int, config: DemoConfig) -> int:
+    """Pieces of text for ``steps`` training steps: at about 3.5 characters per token, enough for
+    every block to be seen about once."""
+    return max(64, steps * config.batch_size * config.block_size * 7 // (2 * config.chunk_chars))
+
+
+def _trained_models(corpora: DemoCorpora, config: DemoConfig, rng: random.Random,
+                    phase: _Phases) -> dict[str, tuple[Any, Any]]:
+    """Every source, its control on the target's tokenizer, and the target: name -> (model, tokenizer)."""
+    share = config.source_domain_share
+    target_tokenizer = train_tokenizer("sp_bpe", mixture(corpora.pool, _EVEN, _texts_for(config.source_steps, config),
+                                                         rng), config.vocab_size)
+    models: dict[str, tuple[Any, Any]] = {}
+    for index, (name, (kind, architecture, domain)) in enumerate(SOURCES.items()):
+        texts = mixture(corpora.pool, {domain: share, _OTHER_DOMAIN[domain]: 1 - share},
+                        _texts_for(config.source_steps, config), rng)
+        # The control source: same architecture, data, steps and seeds, the target's tokenizer.
+        for model_name, tokenizer in ((name, train_tokenizer(kind, texts, config.vocab_size)),
+                                      (CONTROL_SOURCES[name], target_tokenizer)):
+            model = new_model(architecture, tokenizer, config, config.seed + index)
+            pretrain(model, packed_blocks(tokenizer, texts, config.block_size), steps=config.source_steps,
+                     batch_size=config.batch_size, learning_rate=3e-3, seed=config.seed + index)
+            models[model_name] = (model, tokenizer)
+            phase(f"train {model_name}")
+    target_texts = mixture(corpora.pool, _EVEN, _texts_for(config.target_steps, config), rng)
+    target = new_model("llama", target_tokenizer, config, config.seed + 10)
+    pretrain(target, packed_blocks(target_tokenizer, target_texts, config.block_size), steps=config.target_steps,
+             batch_size=config.batch_size, learning_rate=3e-3, seed=config.seed + 10)
+    models["target before"] = (target, target_tokenizer)
+    phase("train target")
+    return models
+
+
+def _align_every_setting(root: pathlib.Path, teacher_dirs: dict[str, pathlib.Path], *,
+                         show_progress: bool) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The sources aligned in every setting, and the control sources once; per setting and source
+    the share of matched positions and of kept probability mass."""
+    target_teacher = teacher_dirs["target before"]
+    matched, kept_mass = {}, {}
+    for setting in ALIGNMENT_SETTINGS:
+        summary = pipeline.align(target_teacher, [teacher_dirs[n] for n in SOURCES],
+                                 root / "aligned" / setting.directory, show_progress=show_progress,
+                                 **setting.align_options())
+        matched[setting.name] = {n: round(s["matched_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
+        kept_mass[setting.name] = {n: round(s["kept_mass_rate"], 4) for n, s in zip(SOURCES, summary.sources)}
+    pipeline.align(target_teacher, [teacher_dirs[CONTROL_SOURCES[n]] for n in SOURCES], root / "aligned" / "control",
+                   show_progress=show_progress)
+    return matched, kept_mass
+
+
+def _target_runs(config: DemoConfig) -> list[TargetRun]:
+    """CLM, MinCE with the control sources, MinCE in every setting, AvgCE in the default one."""
+    default = default_setting()
+    runs = [TargetRun(CLM_RUN, "control", "min_ce", 1.0), TargetRun(CONTROL_RUN, "control", "min_ce", config.lm_weight)]
+    runs += [TargetRun(s.run_name, s.directory, "min_ce", config.lm_weight) for s in ALIGNMENT_SETTINGS]
+    runs.append(TargetRun(default.run_name.replace("MinCE", "AvgCE", 1), default.directory, "avg_ce", config.lm_weight))
+    return runs
+
+
+def _train_target_runs(root: pathlib.Path, target_dir: pathlib.Path, config: DemoConfig, scores: HeldOutScores, *,
+                       show_progress: bool, phase: _Phases) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Every target run trained and scored; per run its training curve, and per fusion run each
+    model's mean fusion weight."""
+    from transformers import AutoModelForCausalLM
+
+    curves, teacher_choice = {}, {}
+    for run in _target_runs(config):
+        run_dir = root / "runs" / slug(run.name)
+        summary = pipeline.train(
+            target_dir, root / "aligned" / run.aligned, run_dir, method=run.method,
+            lm_weight=run.lm_weight, block_size=config.block_size, batch_size=config.batch_size,
+            learning_rate=config.fusion_learning_rate, warmup_ratio=0.05, max_steps=config.fusion_steps,
+            seed=config.seed, logging_steps=max(1, config.fusion_steps // 30), show_progress=show_progress,
+        )
+        history = summary.log_history
+        curves[run.name] = {"step": [e["step"] for e in history], "loss_clm": [e["loss_clm"] for e in history]}
+        if run.lm_weight < 1.0:
+            weights = [[e[f"teacher_weight_{n}"] for n in range(1 + len(SOURCES))] for e in history]
+            teacher_choice[run.name] = [round(float(w), 4) for w in np.mean(weights, axis=0)]
+        scores.add(run.name, AutoModelForCausalLM.from_pretrained(run_dir), scores.target_tokenizer)
+        # The run directory holds a full model per run; the figures are all that is kept.
+        shutil.rmtree(run_dir)
+        phase(f"train and evaluate {run.name}")
+    return curves, teacher_choice

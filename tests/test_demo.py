@@ -1,0 +1,60 @@
+"""The demo package: the whole miniature over two seeds, and its docstring examples."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("datasets")
+
+from fusellm_fast import demo
+
+
+def test_demo_compares_every_alignment_setting_over_seeds(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = demo.run_demo(tmp_path, demo.DemoConfig.quick(threads=1), seeds=2, jobs=2, show_progress=False,
+                           log=lines.append)
+    assert [seed["seed"] for seed in result.seeds] == [0, 1]
+    assert result.seeds[0]["perplexity"] != result.seeds[1]["perplexity"]
+    runs = {demo.CLM_RUN, demo.CONTROL_RUN} | {s.run_name for s in demo.ALIGNMENT_SETTINGS}
+    assert runs <= set(result.perplexity)
+    for model, values in result.perplexity.items():
+        for domain in demo.DOMAINS:
+            per_seed = [seed["perplexity"][model][domain] for seed in result.seeds]
+            assert values[domain] == pytest.approx(np.mean(per_seed), abs=1e-3)
+            assert result.perplexity_spread[model][domain] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-3)
+    assert len(result.settings) == len(demo.ALIGNMENT_SETTINGS)
+    for row, setting in zip(result.settings, demo.ALIGNMENT_SETTINGS, strict=True):
+        run = setting.run_name
+        for domain in demo.DOMAINS:
+            kept = []
+            for seed in result.seeds:
+                ppl = seed["perplexity"]
+                clm = ppl[demo.CLM_RUN][domain]
+                kept.append((clm - ppl[run][domain]) / (clm - ppl[demo.CONTROL_RUN][domain]))
+            assert row["kept_gain"][domain] == pytest.approx(np.mean(kept), abs=1e-3)
+        assert all(0 < rate <= 1 for rate in row["matched"].values())
+    by_name = {(row["name"], row["ce_unit"], row["ce_level"]): row for row in result.settings}
+    for source in demo.SOURCES:
+        # Same end byte is a weaker requirement than the same span.
+        assert (by_name[("boundary, bytes, prefix", "byte", "sequence")]["matched"][source]
+                >= by_name[("offsets, bytes, MinED", "byte", "sequence")]["matched"][source])
+    assert any(level == "token" for *_, level in by_name)
+    saved = json.loads((tmp_path / "demo_results.json").read_text(encoding="utf-8"))
+    assert saved["settings"] == json.loads(json.dumps(result.settings))
+    table = (tmp_path / "demo_table.md").read_text(encoding="utf-8")
+    assert "| published: dtw, marker, MinED, current-token stand-in | token |" in table
+    assert (tmp_path / "demo_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("module", ["corpora", "models", "report"])
+def test_docstring_examples_run(module: str) -> None:
+    results = doctest.testmod(importlib.import_module(f"fusellm_fast.demo.{module}"))
+    assert results.attempted > 0 and results.failed == 0
