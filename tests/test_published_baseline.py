@@ -1,4 +1,5 @@
-"""The benchmarks' published-code baseline (``benches/published_dtw.py``) against the reference."""
+"""The benchmarks' published-code baseline (``benches/published_dtw.py``) against the reference, and
+the mapping of the peer aligners' output onto a match rate (``benches/peer_aligners.py``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from realtok import EDGE_CASE_TEXTS, load_tokenizer_or_skip, sample_texts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
 
+import peer_aligners  # noqa: E402
 import published_dtw  # noqa: E402
 from published_dtw import PublishedAligner, matched_share  # noqa: E402
 
@@ -120,6 +122,14 @@ def test_remap_of_the_dtw_alignment_is_align_text():
     assert published.remap([[0], [1]], *text, onehot="current")[1] == (reference.STATUS_ONEHOT, [(1, 1.0)])
 
 
+def test_pairs_to_alignment():
+    assert peer_aligners.pairs_to_alignment([(0, [1, 0]), (2, [2]), (2, [1])], 4, 3) == [[0, 1], [], [1, 2], []]
+    with pytest.raises(ValueError, match="outside"):
+        peer_aligners.pairs_to_alignment([(0, [3])], 1, 3)
+    with pytest.raises(ValueError, match="outside"):
+        peer_aligners.pairs_to_alignment([(-1, [0])], 1, 3)
+
+
 def test_published_aligner_rejects_bad_options():
     with pytest.raises(ValueError, match="vocab_map"):
         PublishedAligner(["a"], ["a"], source_marker=SP, target_marker=SP)
@@ -128,6 +138,15 @@ def test_published_aligner_rejects_bad_options():
     with pytest.raises(ValueError, match="onehot"):
         PublishedAligner(["a"], ["a"], source_marker=SP, target_marker=SP, vocab_map=[0]).align_text(
             [0], [0], [[0]], [[1.0]], onehot="previous")
+
+
+def test_peers_pair_identical_tokenizations_one_to_one():
+    peers, missing = peer_aligners.available_peers()
+    assert not missing, missing
+    tokens = ["the", "cat", "s", "at", "é"]
+    for peer in peers:
+        peer.reset()
+        assert peer.align(tokens, tokens) == [[j] for j in range(len(tokens))], peer.name
 
 
 def test_docstring_examples():
