@@ -174,7 +174,8 @@ def side_by_side_section(workload: AlignmentWorkload, options: argparse.Namespac
         f"published {published.rounds}, peers {options.peer_rounds}, `reference` once on the first "
         f"{len(reference.blocks)} blocks) and the fastest round of each block is summed. \"vs published\": "
         "the published implementation's time on the same blocks divided by the row's. \"matched\": share "
-        "of target positions that take a source top-k list (`AlignmentCounts.matched_rate`). \"output\": "
+        "of target positions that take a source top-k list (`AlignmentCounts.matched_rate`), on the row's "
+        "own blocks. \"output\": "
         "statuses, ids and logits compared with the published implementation's, position by position. "
         "The peers are timed on their alignment call alone, with token strings prepared beforehand; "
         "merge-tokenizers' distance cache is emptied before each call.",
@@ -210,6 +211,14 @@ def domain_lines(blocks: Sequence[Block], fast: Contender, published: Contender)
     return [*lines, ""]
 
 
+def duration(seconds: float) -> str:
+    return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.0f} min"
+
+
+def size(nbytes: float) -> str:
+    return f"{nbytes / 2**20:,.1f} MiB" if nbytes < 2**30 else f"{nbytes / 2**30:,.1f} GiB"
+
+
 def block_length_section(workload: AlignmentWorkload, options: argparse.Namespace,
                          seconds_per_cell: float) -> list[str]:
     rows, first_rate, rates = [], None, {}
@@ -223,7 +232,7 @@ def block_length_section(workload: AlignmentWorkload, options: argparse.Namespac
         cells = max(len(block.source_ids) * len(block.target_ids) for block in blocks)
         rows.append(f"| {length:,} | {len(blocks)} | {seconds * 1e3:,.1f} ms | {seconds / len(blocks) * 1e3:,.2f} ms "
                     f"| {rate(tokens, seconds)} | {rates[length] / first_rate:.2f} | {batch.counts.matched_rate:.1%} "
-                    f"| {cells * seconds_per_cell:,.0f} s, {8 * cells / 2**30:,.2f} GiB |")
+                    f"| {duration(cells * seconds_per_cell)}, {size(8 * cells)} |")
     lines = [
         "## 2. Block length, `align_batch`, `workers=1`",
         "",
@@ -278,7 +287,7 @@ def memory_section(options: argparse.Namespace) -> list[str]:
         figures = alignment_peak_memory(length=length, count=count, workers=1, timeout=1800)
         rows.append(f"| {length:,} | {count} | {figures['seconds']:.2f} s | **{figures['extra_mib']:,.1f} MiB** "
                     f"| {figures['outputs_mib']:,.1f} MiB | {figures['inputs_mib']:,.1f} MiB "
-                    f"| {2 * figures['largest_dense_matrix_mib']:,.0f} MiB |")
+                    f"| {size(2 * figures['largest_dense_matrix_mib'] * 2**20)} |")
     return [
         "## 4. Peak extra memory of `align_batch`, `workers=1`, by block length",
         "",
