@@ -174,6 +174,17 @@ class AlignmentWorkload:
             vocab_map=self.aligner.vocab_map.target_ids.tolist(),
         )
 
+    def published_aligner(self):
+        """The published implementation (``published_dtw.PublishedAligner``) with the aligner's markers
+        and MinED map, for the same soft-mode alignment as :meth:`align` and :meth:`align_reference`."""
+        from published_dtw import PublishedAligner
+
+        if self.aligner.vocab_map is None:
+            raise ValueError("the aligner has no vocabulary map: call use_vocab_map first")
+        return PublishedAligner(self.source_tokens, self.target_tokens, source_marker=self.aligner.source_marker,
+                                target_marker=self.aligner.target_marker,
+                                vocab_map=self.aligner.vocab_map.target_ids.tolist())
+
     def brute_force_vocab_map(
         self, source_ids: np.ndarray, *, chunk_rows: int = 250
     ) -> tuple[np.ndarray, np.ndarray]:
