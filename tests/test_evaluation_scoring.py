@@ -17,7 +17,7 @@ import torch
 from demo_models import TINY, demo_corpus
 from fusellm_fast import demo
 from fusellm_fast.errors import InvalidInputError
-from fusellm_fast.evaluation import context_length, predicted_tokens, score_held_out, text_nll
+from fusellm_fast.evaluation import context_length, held_out_score, predicted_tokens, text_nll
 
 TEXT = "Grüße, wörld!\n"
 """14 characters, 17 UTF-8 bytes (ü, ß and ö take two each)."""
@@ -53,7 +53,7 @@ def test_bits_per_byte_is_the_hand_computation(models: dict, name: str) -> None:
     eos = tokenizer.eos_token_id
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     nll = -token_log_probs(model, [eos, *ids, eos]).sum()
-    score = score_held_out(model, tokenizer, [TEXT])
+    score = held_out_score([TEXT], text_nll(model, tokenizer, [TEXT]))
     assert score.bytes == 17 and score.texts == 1
     assert score.tokens == len(ids) + 1
     assert score.nll == pytest.approx(nll, rel=1e-5)
@@ -63,7 +63,7 @@ def test_bits_per_byte_is_the_hand_computation(models: dict, name: str) -> None:
 
 def test_different_tokenizers_share_the_byte_count_and_the_reference_tokens(models: dict, corpus: list[str]) -> None:
     reference = int(predicted_tokens(models["sp"][1], corpus).sum())
-    scores = {name: score_held_out(model, tokenizer, corpus, reference_tokens=reference)
+    scores = {name: held_out_score(corpus, text_nll(model, tokenizer, corpus), reference_tokens=reference)
               for name, (model, tokenizer) in models.items()}
     assert scores["sp"].bytes == scores["byte"].bytes == sum(len(t.encode("utf-8")) for t in corpus)
     assert scores["sp"].tokens != scores["byte"].tokens

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..evaluation import predicted_tokens, score_held_out
+from ..evaluation import held_out_score, predicted_tokens, text_nll
 from .config import DemoConfig
 
 __all__ = ["HeldOutScores", "TokenizerKind", "max_tokens", "new_model", "packed_blocks", "pretrain", "train_tokenizer"]
@@ -116,7 +116,7 @@ class HeldOutScores:
     """Every model's held-out perplexity per target token and bits per byte, per domain.
 
     Each model's summed NLL over a domain's held-out texts (its own tokenization, see
-    :func:`fusellm_fast.evaluation.score_held_out`) is divided by the target's token count of the
+    :func:`fusellm_fast.evaluation.text_nll`) is divided by the target's token count of the
     same texts, so that models with different tokenizers are compared on the same footing.
     """
 
@@ -131,6 +131,7 @@ class HeldOutScores:
         """Scores ``model`` (with its ``tokenizer``) under ``name``."""
         self.perplexity[name], self.bits_per_byte[name] = {}, {}
         for domain, texts in self.held_out.items():
-            score = score_held_out(model, tokenizer, texts, reference_tokens=self._target_tokens[domain])
+            scores = text_nll(model, tokenizer, texts)
+            score = held_out_score(texts, scores, reference_tokens=self._target_tokens[domain])
             self.perplexity[name][domain] = round(score.perplexity, 3)
             self.bits_per_byte[name][domain] = round(score.bits_per_byte, 4)

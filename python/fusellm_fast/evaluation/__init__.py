@@ -18,15 +18,13 @@ Nothing here imports torch or lm-eval until it is called.
 
 from __future__ import annotations
 
-from .held_out import HeldOutScore, score_held_out, utf8_bytes
-from .nll import TextNLL, context_length, predicted_tokens, text_nll
+from .held_out import HeldOutScore, held_out_score, utf8_bytes
+from .nll import TextNLL, check_options, context_length, predicted_tokens, text_nll
 
 __all__ = [
     "HeldOutScore",
     "TextNLL",
-    "context_length",
+    "held_out_score",
     "predicted_tokens",
-    "score_held_out",
     "text_nll",
-    "utf8_bytes",
 ]

@@ -10,14 +10,13 @@ tokens.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from .nll import text_nll
+from ..errors import InvalidInputError
+from .nll import TextNLL
 
-__all__ = ["HeldOutScore", "score_held_out", "utf8_bytes"]
+__all__ = ["HeldOutScore", "held_out_score", "utf8_bytes"]
 
 
 @dataclass(frozen=True)
@@ -61,21 +60,12 @@ def utf8_bytes(texts: Sequence[str]) -> int:
     return sum(len(text.encode("utf-8")) for text in texts)
 
 
-def score_held_out(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    *,
-    reference_tokens: int | None = None,
-    batch_size: int = 8,
-    max_length: int | None = None,
-    stride: int | None = None,
-    progress: Any = None,
-) -> HeldOutScore:
-    """Scores ``model`` on ``texts`` (see :func:`~fusellm_fast.evaluation.nll.text_nll` for the
-    options and errors).
+def held_out_score(texts: Sequence[str], scores: TextNLL, *, reference_tokens: int | None = None) -> HeldOutScore:
+    """The figures of :func:`~fusellm_fast.evaluation.nll.text_nll`'s ``scores`` of ``texts``.
 
     Args:
+        texts: the texts scored.
+        scores: their scores.
         reference_tokens: the reference tokenizer's count of the texts
             (:func:`~fusellm_fast.evaluation.nll.predicted_tokens` summed); the model's own
             count when omitted.
@@ -83,17 +73,20 @@ def score_held_out(
     Returns:
         The figures.
 
+    Raises:
+        InvalidInputError: ``scores`` are not of as many texts.
+
     >>> from fusellm_fast.demo import DemoConfig, new_model, train_tokenizer
+    >>> from fusellm_fast.evaluation import text_nll
     >>> tokenizer = train_tokenizer("byte_bpe", ["one two", "two"], 270)
     >>> model = new_model("gpt2", tokenizer, DemoConfig.quick(), seed=0)
-    >>> score = score_held_out(model, tokenizer, ["one two", "two one"], reference_tokens=6)
+    >>> texts = ["one two", "two one"]
+    >>> score = held_out_score(texts, text_nll(model, tokenizer, texts), reference_tokens=6)
     >>> score.bytes, score.reference_tokens, round(score.perplexity, 6) == round(math.exp(score.nll / 6), 6)
     (14, 6, True)
     """
-    started = time.perf_counter()
-    scores = text_nll(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, stride=stride,
-                      progress=progress)
-    seconds = time.perf_counter() - started
+    if len(scores.nll) != len(texts):
+        raise InvalidInputError(f"scores: are of {len(scores.nll)} texts, not of the {len(texts)} given")
     nll, tokens, size = scores.total, int(scores.tokens.sum()), utf8_bytes(texts)
     reference = tokens if reference_tokens is None else reference_tokens
     return HeldOutScore(
@@ -105,6 +98,6 @@ def score_held_out(
         bits_per_byte=nll / math.log(2) / size if size else float("nan"),
         perplexity=math.exp(nll / reference),
         own_perplexity=math.exp(nll / tokens),
-        seconds=seconds,
-        tokens_per_second=scores.forward_tokens / seconds if seconds else 0.0,
+        seconds=scores.seconds,
+        tokens_per_second=scores.forward_tokens / scores.seconds if scores.seconds else 0.0,
     )

@@ -11,6 +11,7 @@ after the first window.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 
-__all__ = ["TextNLL", "context_length", "predicted_tokens", "text_nll"]
+__all__ = ["TextNLL", "check_options", "context_length", "predicted_tokens", "text_nll"]
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,13 @@ class TextNLL:
         nll: float64 ``[texts]``, nats.
         tokens: int64 ``[texts]``: the text's tokens plus the closing EOS.
         forward_tokens: tokens fed to the model, window overlaps included (no padding).
+        seconds: wall time of the scoring, tokenization included.
     """
 
     nll: np.ndarray
     tokens: np.ndarray
     forward_tokens: int
+    seconds: float
 
     @property
     def total(self) -> float:
@@ -51,6 +54,10 @@ class _Window:
     stop: int
     first: int
 
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
 
 def predicted_tokens(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
     """Per text, the tokens :func:`text_nll` predicts: the text's own, plus the closing EOS.
@@ -61,6 +68,23 @@ def predicted_tokens(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
     """
     encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
+
+
+def check_options(*, batch_size: int, max_length: int | None, stride: int | None) -> None:
+    """Raises ``InvalidInputError`` naming the first of :func:`text_nll`'s options that is out of
+    range, before any model is loaded.
+
+    >>> check_options(batch_size=8, max_length=16, stride=16)
+    Traceback (most recent call last):
+    fusellm_fast.errors.InvalidInputError: stride: must be below the 16 tokens of a window, got 16
+    """
+    for name, value, least in (("batch_size", batch_size, 1), ("max_length", max_length, 2), ("stride", stride, 1)):
+        optional = name != "batch_size"
+        given = isinstance(value, int) and not isinstance(value, bool) and value >= least
+        if not (given or value is None and optional):
+            raise InvalidInputError(f"{name}: must be an int of at least {least}, got {value!r}")
+    if max_length is not None and stride is not None and stride >= max_length:
+        raise InvalidInputError(f"stride: must be below the {max_length} tokens of a window, got {stride}")
 
 
 def context_length(model: Any) -> int | None:
@@ -81,7 +105,8 @@ def text_nll(
     batch_size: int = 8,
     max_length: int | None = None,
     stride: int | None = None,
-    progress: Any = None,
+    show_progress: bool = False,
+    description: str = "score",
 ) -> TextNLL:
     """The summed NLL of every text, each scored as ``EOS text EOS`` (see the module's docstring).
 
@@ -99,7 +124,8 @@ def text_nll(
             when omitted, no limit if it has none.
         stride: tokens between the starts of two windows of a long text; ``max_length // 2``
             when omitted.
-        progress: a ``tqdm`` bar advanced by the tokens of every forward pass.
+        show_progress: draw a progress bar of the tokens fed to the model, with their rate.
+        description: the bar's label.
 
     Returns:
         Per text, its NLL and its predicted-token count.
@@ -117,39 +143,33 @@ def text_nll(
     """
     import torch
 
+    from ..pipeline.progress import progress_bar
+
+    started = time.perf_counter()
+    check_options(batch_size=batch_size, max_length=max_length, stride=stride)
     eos = tokenizer.eos_token_id
     if eos is None:
         raise InvalidInputError("tokenizer: has no EOS token, which held-out scoring needs around every text")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise InvalidInputError(f"batch_size: must be a positive int, got {batch_size!r}")
     max_length = max_length or context_length(model)
-    if max_length is not None and max_length < 2:
-        raise InvalidInputError(f"max_length: must be at least 2 tokens, got {max_length}")
     stride = stride or (max_length // 2 if max_length else None)
-    if max_length is not None and not (isinstance(stride, int) and 1 <= stride < max_length):
-        raise InvalidInputError(f"stride: must be between 1 and max_length - 1 = {max_length - 1}, got {stride}")
+    check_options(batch_size=batch_size, max_length=max_length, stride=stride)  # against the model's context
     sequences = [[eos, *ids, eos] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    windows = [w for index, sequence in enumerate(sequences) for w in _windows(index, len(sequence), max_length, stride)]
+    windows = [window for index, sequence in enumerate(sequences)
+               for window in _windows(index, len(sequence), max_length, stride)]
     # Longest first, so that a batch too large for memory fails at once and padding stays small.
-    windows.sort(key=lambda w: w.stop - w.start, reverse=True)
+    windows.sort(key=lambda w: w.length, reverse=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    device = next(model.parameters()).device
     nll = np.zeros(len(sequences), dtype=np.float64)
     model.eval()
-    with torch.inference_mode():
+    forward_tokens = sum(w.length for w in windows)
+    with torch.inference_mode(), progress_bar(forward_tokens, description, "tok", show=show_progress) as bar:
         for begin in range(0, len(windows), batch_size):
             batch = windows[begin:begin + batch_size]
-            ids, mask = _padded(sequences, batch, pad, device)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            for row, window in enumerate(batch):
-                length = window.stop - window.start
-                predicted = logits[row, window.first - window.start - 1:length - 1].float()
-                targets = ids[row, window.first - window.start:length]
-                nll[window.text] += float(torch.nn.functional.cross_entropy(predicted, targets, reduction="sum"))
-            if progress is not None:
-                progress.update(sum(w.stop - w.start for w in batch))
+            for window, value in zip(batch, _batch_nll(model, sequences, batch, pad)):
+                nll[window.text] += value
+            bar.update(sum(w.length for w in batch))
     return TextNLL(nll=nll, tokens=np.array([len(s) - 1 for s in sequences], dtype=np.int64),
-                   forward_tokens=sum(w.stop - w.start for w in windows))
+                   forward_tokens=forward_tokens, seconds=time.perf_counter() - started)
 
 
 def _windows(text: int, length: int, max_length: int | None, stride: int | None) -> Iterator[_Window]:
@@ -171,14 +191,23 @@ def _windows(text: int, length: int, max_length: int | None, stride: int | None)
         start, scored = start + stride, stop
 
 
-def _padded(sequences: list[list[int]], batch: list[_Window], pad: int, device: Any) -> tuple[Any, Any]:
-    """The batch's token windows, right-padded with ``pad``, and their attention mask."""
+def _batch_nll(model: Any, sequences: list[list[int]], batch: list[_Window], pad: int) -> list[float]:
+    """One forward pass over the batch's windows, right-padded with ``pad`` and masked; per window,
+    the summed NLL of the tokens it scores, in float32 from its own row of logits."""
     import torch
 
-    width = max(w.stop - w.start for w in batch)
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    ids = torch.full((len(batch), max(w.length for w in batch)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
     for row, window in enumerate(batch):
-        ids[row, :window.stop - window.start] = torch.tensor(sequences[window.text][window.start:window.stop])
-        mask[row, :window.stop - window.start] = 1
-    return ids.to(device), mask.to(device)
+        ids[row, :window.length] = torch.tensor(sequences[window.text][window.start:window.stop])
+        mask[row, :window.length] = 1
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    values = []
+    for row, window in enumerate(batch):
+        scored = window.first - window.start
+        predicted = logits[row, scored - 1:window.length - 1].float()
+        values.append(float(torch.nn.functional.cross_entropy(predicted, ids[row, scored:window.length],
+                                                              reduction="sum")))
+    return values
