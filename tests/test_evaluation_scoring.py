@@ -130,7 +130,7 @@ def test_bad_options_are_named(models: dict) -> None:
         text_nll(model, NoEos(), [TEXT])
 
 
-@pytest.mark.parametrize("module", ["nll", "held_out"])
+@pytest.mark.parametrize("module", ["nll", "held_out", "harness", "report", "run"])
 def test_docstring_examples_run(module: str) -> None:
     results = doctest.testmod(importlib.import_module(f"fusellm_fast.evaluation.{module}"))
     assert results.attempted > 0 and results.failed == 0

@@ -18,12 +18,18 @@ Nothing here imports torch or lm-eval until it is called.
 
 from __future__ import annotations
 
+from .harness import INSTALL_EVAL, TaskRunner, parse_tasks
 from .held_out import HeldOutScore, held_out_score, utf8_bytes
 from .nll import TextNLL, check_options, context_length, predicted_tokens, text_nll
+from .report import CHART_FILE, RESULTS_FILE, TABLE_FILE, EvalResult, plot_scores, write_report
+from .run import evaluate, named_paths
 
 __all__ = [
+    "EvalResult",
     "HeldOutScore",
+    "TaskRunner",
     "TextNLL",
+    "evaluate",
     "held_out_score",
     "predicted_tokens",
     "text_nll",
