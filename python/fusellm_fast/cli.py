@@ -7,6 +7,7 @@ FuseLLM: Wan et al., "Knowledge Fusion of Large Language Models", ICLR 2024, arX
     fusellm-fast extract MODEL DATA... -o DIR [--top-k 10] [--max-length 2048] [--shard I/N]
     fusellm-fast align --target DIR --source DIR [--source DIR ...] -o DIR
     fusellm-fast train TARGET_MODEL ALIGNED_DIR -o OUT [--method min_ce|avg_ce] [--lm-weight 0.9]
+    fusellm-fast eval MODEL [MODEL ...] --data [NAME=]DATA ... -o DIR [--per-token-of MODEL] [--tasks bbh,...]
 
 Every stage prints a JSON summary when it is done (and writes it next to its output). A mistake
 in the inputs ends the command with one line on standard error and exit status 2.
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_extract(commands)
     _add_align(commands)
     _add_train(commands)
+    _add_eval(commands)
     return parser
 
 
@@ -159,6 +161,31 @@ def _add_train(commands: Any) -> None:
     train.set_defaults(run=_run_train)
 
 
+def _add_eval(commands: Any) -> None:
+    evaluate = commands.add_parser("eval", help="compare models on held-out text (bits per byte) and benchmarks")
+    evaluate.add_argument("models", metavar="MODEL", nargs="+", help="local model directory, or NAME=DIRECTORY")
+    evaluate.add_argument("--data", action="append", default=[], metavar="[NAME=]DATA",
+                          help="a held-out corpus in any format of extract (repeat for several)")
+    evaluate.add_argument("-o", "--output", required=True, help="directory of the JSON, table and chart")
+    evaluate.add_argument("--per-token-of", default=None, metavar="MODEL",
+                          help="perplexity per token of this MODEL's tokenizer (name or directory; default: the first)")
+    evaluate.add_argument("--tasks", default=None, help="lm-evaluation-harness tasks: bbh,arc_easy,...")
+    evaluate.add_argument("--tasks-dir", default=None, help="directory of local task YAML files (offline use)")
+    evaluate.add_argument("--limit", type=int, default=None, help="documents per task at most")
+    evaluate.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: each task's)")
+    evaluate.add_argument("--allow-code-execution", action="store_true",
+                          help="let code tasks (humaneval, mbpp) run the generated code here, unsandboxed")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    evaluate.add_argument("--max-length", type=int, default=None,
+                          help="tokens per window of a long text (default: the model's context)")
+    evaluate.add_argument("--stride", type=int, default=None, help="tokens between windows (default: half a window)")
+    evaluate.add_argument("--text-column", default="text")
+    evaluate.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: first GPU if any)")
+    evaluate.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(run=_run_eval)
+
+
 def _run_demo(args: argparse.Namespace) -> None:
     from .demo import DemoConfig, run_demo
 
@@ -211,3 +238,22 @@ def _run_train(args: argparse.Namespace) -> dict[str, Any]:
     result = asdict(summary)
     result.pop("log_history")
     return result
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from .evaluation import CHART_FILE, RESULTS_FILE, TABLE_FILE, TaskRunner, evaluate, named_paths, parse_tasks
+    from .pipeline import PipelineError
+
+    if args.tasks is None and args.tasks_dir is not None:
+        raise PipelineError("--tasks-dir: names where tasks are found; say which to run with --tasks")
+    models, data = named_paths(args.models, "MODEL"), named_paths(args.data, "--data")
+    tasks = None if args.tasks is None else TaskRunner(
+        parse_tasks(args.tasks), tasks_dir=args.tasks_dir, batch_size=args.batch_size, limit=args.limit,
+        num_fewshot=args.num_fewshot, allow_code_execution=args.allow_code_execution)
+    result = evaluate(models, args.output, data=data, tasks=tasks, per_token_of=args.per_token_of,
+                      batch_size=args.batch_size, max_length=args.max_length, stride=args.stride,
+                      text_column=args.text_column, device=args.device, dtype=args.dtype,
+                      show_progress=not args.no_progress)
+    print(result.markdown())
+    output = args.output
+    print(f"figures: {output}/{RESULTS_FILE}, table: {output}/{TABLE_FILE}, chart: {output}/{CHART_FILE}")

@@ -36,7 +36,7 @@ from .config import (
     default_setting,
 )
 from .corpora import DemoCorpora, domain_texts, mixture, split_corpora
-from .models import TokenizerKind, held_out_nll, max_tokens, new_model, packed_blocks, pretrain, train_tokenizer
+from .models import TokenizerKind, max_tokens, new_model, packed_blocks, pretrain, train_tokenizer
 from .report import DemoResult, kept_gain, plot_curves, summarize
 from .run import TargetRun, run_demo, run_seed
 

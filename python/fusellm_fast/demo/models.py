@@ -9,9 +9,10 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..evaluation import held_out_score, predicted_tokens, text_nll
 from .config import DemoConfig
 
-__all__ = ["HeldOutScores", "TokenizerKind", "held_out_nll", "max_tokens", "new_model", "packed_blocks", "pretrain", "train_tokenizer"]
+__all__ = ["HeldOutScores", "TokenizerKind", "max_tokens", "new_model", "packed_blocks", "pretrain", "train_tokenizer"]
 
 TokenizerKind = Literal["byte_bpe", "sp_bpe"]
 
@@ -111,47 +112,26 @@ def pretrain(model: Any, blocks: np.ndarray, *, steps: int, batch_size: int, lea
     return losses
 
 
-def held_out_nll(model: Any, tokenizer: Any, texts: Sequence[str]) -> tuple[float, int]:
-    """Summed NLL (nats) of every token of every text, EOS included, and the token count.
-
-    Each text is scored on its own as ``EOS text EOS``, so that every token of the text and the
-    closing EOS are predicted, whatever the tokenizer.
-    """
-    import torch
-
-    eos = tokenizer.eos_token_id
-    total, count = 0.0, 0
-    model.eval()
-    with torch.inference_mode():
-        for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-            sequence = torch.tensor([[eos, *ids, eos]])
-            logits = model(input_ids=sequence).logits[0, :-1].float()
-            total += float(torch.nn.functional.cross_entropy(logits, sequence[0, 1:], reduction="sum"))
-            count += len(ids) + 1
-    return total, count
-
-
-
 class HeldOutScores:
     """Every model's held-out perplexity per target token and bits per byte, per domain.
 
-    Each model's summed NLL over a domain's held-out texts (its own tokenization) is divided by
-    the target's token count of the same texts, so that models with different tokenizers are
-    compared on the same footing.
+    Each model's summed NLL over a domain's held-out texts (its own tokenization, see
+    :func:`fusellm_fast.evaluation.text_nll`) is divided by the target's token count of the
+    same texts, so that models with different tokenizers are compared on the same footing.
     """
 
-    def __init__(self, held_out: dict[str, list[str]], target: Any, target_tokenizer: Any) -> None:
+    def __init__(self, held_out: dict[str, list[str]], target_tokenizer: Any) -> None:
         self.held_out = held_out
         self.target_tokenizer = target_tokenizer
         self.perplexity: dict[str, dict[str, float]] = {}
         self.bits_per_byte: dict[str, dict[str, float]] = {}
-        self._bytes = {d: sum(len(text.encode("utf-8")) for text in texts) for d, texts in held_out.items()}
-        self._target_tokens = {d: held_out_nll(target, target_tokenizer, texts)[1] for d, texts in held_out.items()}
+        self._target_tokens = {d: int(predicted_tokens(target_tokenizer, texts).sum()) for d, texts in held_out.items()}
 
     def add(self, name: str, model: Any, tokenizer: Any) -> None:
         """Scores ``model`` (with its ``tokenizer``) under ``name``."""
         self.perplexity[name], self.bits_per_byte[name] = {}, {}
         for domain, texts in self.held_out.items():
-            nll, _ = held_out_nll(model, tokenizer, texts)
-            self.perplexity[name][domain] = round(math.exp(nll / self._target_tokens[domain]), 3)
-            self.bits_per_byte[name][domain] = round(nll / math.log(2) / self._bytes[domain], 4)
+            scores = text_nll(model, tokenizer, texts)
+            score = held_out_score(texts, scores, reference_tokens=self._target_tokens[domain])
+            self.perplexity[name][domain] = round(score.perplexity, 3)
+            self.bits_per_byte[name][domain] = round(score.bits_per_byte, 4)

@@ -144,7 +144,7 @@ def run_seed(directory: pathlib.Path, config: DemoConfig, *, show_progress: bool
     matched, kept_mass = _align_every_setting(root, teacher_dirs, show_progress=show_progress)
     phase("align (every setting)")
 
-    scores = HeldOutScores(corpora.held_out, *models["target before"])
+    scores = HeldOutScores(corpora.held_out, models["target before"][1])
     for name, (model, tokenizer) in models.items():
         scores.add(name, model, tokenizer)
     phase("evaluate the sources and the target")
