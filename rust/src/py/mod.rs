@@ -9,12 +9,14 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReado
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::aligner::batch::{status, AlignCounts, BatchInput};
+use crate::aligner::options::{AlignOptions, Candidates, Method, Normalize, OneHot, Side, VocabAlign, VocabularyOptions};
+use crate::aligner::{self as core};
 use crate::edit_distance as distance;
-use crate::parallel::{resolve_workers, run_with_workers};
-use crate::normalize::{append_token_bytes, Family, NormalizedVocab};
-use crate::remap::{self, AlignCounts, AlignOptions, AlignerOptions, BatchInput, Candidates, Method, Normalize, OneHot,
-                   VocabAlign};
-use crate::vocab::detect_marker;
+use crate::parallel::Workers;
+use crate::text::family::Family;
+use crate::text::markers::detect_marker;
+use crate::text::token_bytes::{append_token_bytes, NormalizedVocab};
 use crate::vocab_map::{build_byte_vocab_map as build_byte_map, build_vocab_map as build_map, VocabMap};
 use errors::IntoPyResult;
 
@@ -97,11 +99,10 @@ fn build_vocab_map<'py>(
     target_marker: &str,
     workers: i64,
 ) -> PyResult<MapArrays<'py>> {
-    let workers = resolve_workers(workers).into_py_result()?;
+    let workers = Workers::new(workers).into_py_result()?;
     let map = py
         .detach(|| {
-            run_with_workers(workers, || build_map(&source_tokens, &target_tokens, source_marker, target_marker))
-                .and_then(|r| r)
+            workers.install(|| build_map(&source_tokens, &target_tokens, source_marker, target_marker)).and_then(|r| r)
         })
         .into_py_result()?;
     Ok((map.target_ids.into_pyarray(py), map.distances.into_pyarray(py)))
@@ -124,7 +125,7 @@ fn build_byte_vocab_map<'py>(
     special_pairs: Vec<(u32, u32)>,
     workers: i64,
 ) -> PyResult<MapArrays<'py>> {
-    let workers = resolve_workers(workers).into_py_result()?;
+    let workers = Workers::new(workers).into_py_result()?;
     let source_family = resolved_family(source_family, &source_tokens, "source_tokens")?;
     let target_family = resolved_family(target_family, &target_tokens, "target_tokens")?;
     let map = py
@@ -136,7 +137,7 @@ fn build_byte_vocab_map<'py>(
                                               &with_pairs(&source_special_ids, |p| p.0), "source_special_ids")?;
             let target = NormalizedVocab::new(&target_tokens, target_family,
                                               &with_pairs(&target_special_ids, |p| p.1), "target_special_ids")?;
-            run_with_workers(workers, || build_byte_map(&source, &target, &source_tokens, &target_tokens, &special_pairs))
+            workers.install(|| build_byte_map(&source, &target, &source_tokens, &target_tokens, &special_pairs))
                 .and_then(|r| r)
         })
         .into_py_result()?;
@@ -147,7 +148,7 @@ fn build_byte_vocab_map<'py>(
 /// between threads.
 #[pyclass(frozen, module = "fusellm_fast._core")]
 struct Aligner {
-    inner: remap::Aligner,
+    inner: core::Aligner,
 }
 
 fn counts_dict<'py>(py: Python<'py>, counts: &AlignCounts) -> PyResult<Bound<'py, PyDict>> {
@@ -204,7 +205,7 @@ impl Aligner {
             "bytes" => Normalize::Bytes,
             other => return errors::invalid("normalize", format!("must be 'marker' or 'bytes', got {other:?}")),
         };
-        let options = AlignerOptions {
+        let options = VocabularyOptions {
             source_marker,
             target_marker,
             normalize,
@@ -215,14 +216,14 @@ impl Aligner {
             special_pairs: &special_pairs,
         };
         let inner = py
-            .detach(|| remap::Aligner::with_options(source_tokens, target_tokens, &options))
+            .detach(|| core::Aligner::new(source_tokens, target_tokens, &options))
             .into_py_result()?;
         Ok(Aligner { inner })
     }
 
     #[getter]
     fn normalize(&self) -> &'static str {
-        match self.inner.normalize() {
+        match self.inner.vocabularies().normalize {
             Normalize::Marker => "marker",
             Normalize::Bytes => "bytes",
         }
@@ -232,8 +233,8 @@ impl Aligner {
     #[pyo3(signature = (ids, *, side))]
     fn text_bytes<'py>(&self, py: Python<'py>, ids: Vec<i64>, side: &str) -> PyResult<Bound<'py, PyBytes>> {
         let vocab = match side {
-            "source" => self.inner.source_bytes(),
-            "target" => self.inner.target_bytes(),
+            "source" => &self.inner.vocabularies().source.bytes,
+            "target" => &self.inner.vocabularies().target.bytes,
             other => return errors::invalid("side", format!("must be 'source' or 'target', got {other:?}")),
         };
         let mut text = Vec::new();
@@ -249,30 +250,29 @@ impl Aligner {
     /// The byte-prefix image of every source id (-1: none).
     #[pyo3(signature = (*, workers = -1))]
     fn prefix_map<'py>(&self, py: Python<'py>, workers: i64) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        let workers = resolve_workers(workers).into_py_result()?;
-        let inner = &self.inner;
-        let map = py.detach(|| run_with_workers(workers, || inner.prefix_map().to_vec())).into_py_result()?;
+        let workers = Workers::new(workers).into_py_result()?;
+        let map = py.detach(|| self.inner.prefix_map(workers).map(<[i32]>::to_vec)).into_py_result()?;
         Ok(map.into_pyarray(py))
     }
 
     #[getter]
     fn source_marker(&self) -> &str {
-        self.inner.source_marker()
+        &self.inner.vocabularies().side(Side::Source).marker
     }
 
     #[getter]
     fn target_marker(&self) -> &str {
-        self.inner.target_marker()
+        &self.inner.vocabularies().side(Side::Target).marker
     }
 
     #[getter]
     fn source_size(&self) -> usize {
-        self.inner.source_size()
+        self.inner.vocabularies().source.tokens.len()
     }
 
     #[getter]
     fn target_size(&self) -> usize {
-        self.inner.target_size()
+        self.inner.vocabularies().target.tokens.len()
     }
 
     /// `(target_ids, distances)` of the MinED map, or None before it is built.
@@ -289,10 +289,8 @@ impl Aligner {
     /// Builds the MinED map unless present and returns it.
     #[pyo3(signature = (*, workers = -1))]
     fn ensure_vocab_map<'py>(&self, py: Python<'py>, workers: i64) -> PyResult<MapArrays<'py>> {
-        let workers = resolve_workers(workers).into_py_result()?;
-        let inner = &self.inner;
-        py.detach(|| run_with_workers(workers, || inner.ensure_vocab_map().map(|_| ())).and_then(|r| r))
-            .into_py_result()?;
+        let workers = Workers::new(workers).into_py_result()?;
+        py.detach(|| self.inner.ensure_vocab_map(workers).map(|_| ())).into_py_result()?;
         Ok(map_arrays(py, self.inner.vocab_map().expect("built above")))
     }
 
@@ -343,7 +341,7 @@ impl Aligner {
             other => return errors::invalid("onehot", format!("must be 'next' or 'current', got {other:?}")),
         };
         let options = AlignOptions { vocab_align, onehot, method, candidates };
-        let workers = resolve_workers(workers).into_py_result()?;
+        let workers = Workers::new(workers).into_py_result()?;
         let target_starts = usize_vec(&target_starts, "target_ids")?;
         let target_lengths = usize_vec(&target_lengths, "target_ids")?;
         let source_starts = usize_vec(&source_starts, "source_ids")?;
@@ -365,11 +363,7 @@ impl Aligner {
                     topk_logits: logit_rows,
                     k,
                 };
-                py.detach(|| match workers {
-                    // No pool to start: a pool costs more than a small batch.
-                    1 => inner.align_batch_serial(&input, &options),
-                    _ => run_with_workers(workers, || inner.align_batch_with(&input, &options)).and_then(|r| r),
-                })
+                py.detach(|| inner.align_batch(&input, &options, workers))
             }};
         }
         let out = if let Some(arrays) = arrays_of::<i32>(&topk_ids) {
@@ -420,9 +414,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_byte_vocab_map, m)?)?;
     m.add_function(wrap_pyfunction!(token_bytes, m)?)?;
     m.add_class::<Aligner>()?;
-    m.add("STATUS_PADDING", remap::status::PADDING)?;
-    m.add("STATUS_EMPTY", remap::status::EMPTY)?;
-    m.add("STATUS_MATCHED", remap::status::MATCHED)?;
-    m.add("STATUS_ONEHOT", remap::status::ONEHOT)?;
+    m.add("STATUS_PADDING", status::PADDING)?;
+    m.add("STATUS_EMPTY", status::EMPTY)?;
+    m.add("STATUS_MATCHED", status::MATCHED)?;
+    m.add("STATUS_ONEHOT", status::ONEHOT)?;
     Ok(())
 }
