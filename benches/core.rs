@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fusellm_fast::edit_distance::edit_distance;
-use fusellm_fast::remap::{
-    AlignOptions, Aligner, AlignerOptions, BatchInput, Candidates, Method, Normalize, OneHot, VocabAlign,
-};
+use fusellm_fast::aligner::batch::BatchInput;
+use fusellm_fast::aligner::options::{AlignOptions, Candidates, Method, Normalize, VocabAlign, VocabularyOptions};
+use fusellm_fast::aligner::Aligner;
+use fusellm_fast::parallel::Workers;
 use fusellm_fast::vocab_map::build_vocab_map;
 
 const WORDS: &[&str] = &[
@@ -76,8 +77,8 @@ fn workload(words: usize) -> Workload {
     let source_size = source_vocab.len();
     let topk_ids = (0..source.len() * 10).map(|_| rng.next(source_size) as i64).collect();
     let topk_logits = (0..source.len() * 10).map(|k| (k % 10) as f32 * -0.5).collect();
-    let aligner = Aligner::new(vocabulary(source_vocab), vocabulary(target_vocab), None, None).unwrap();
-    aligner.ensure_vocab_map().unwrap();
+    let aligner = Aligner::new(vocabulary(source_vocab), vocabulary(target_vocab), &VocabularyOptions::default()).unwrap();
+    aligner.ensure_vocab_map(Workers::new(-1).unwrap()).unwrap();
     Workload { aligner, target, source, topk_ids, topk_logits }
 }
 
@@ -103,9 +104,10 @@ fn bench_align(c: &mut Criterion) {
             topk_logits: vec![&w.topk_logits],
             k: 10,
         };
-        w.aligner.align_batch(&input, VocabAlign::Soft, OneHot::Next).unwrap();
+        let options = AlignOptions::default();
+        w.aligner.align_batch(&input, &options, Workers::ONE).unwrap();
         group.bench_with_input(BenchmarkId::from_parameter(w.target.len()), &input, |b, input| {
-            b.iter(|| w.aligner.align_batch(input, VocabAlign::Soft, OneHot::Next).unwrap())
+            b.iter(|| w.aligner.align_batch(input, &options, Workers::ONE).unwrap())
         });
     }
     group.finish();
@@ -165,10 +167,10 @@ fn bench_methods(c: &mut Criterion) {
         k: 10,
     };
     let aligner = |normalize| {
-        let options = AlignerOptions { normalize, ..AlignerOptions::default() };
-        let aligner = Aligner::with_options(data.source_vocab.clone(), data.target_vocab.clone(), &options).unwrap();
-        aligner.ensure_vocab_map().unwrap();
-        aligner.prefix_map();
+        let options = VocabularyOptions { normalize, ..VocabularyOptions::default() };
+        let aligner = Aligner::new(data.source_vocab.clone(), data.target_vocab.clone(), &options).unwrap();
+        aligner.ensure_vocab_map(Workers::ONE).unwrap();
+        aligner.prefix_map(Workers::ONE).unwrap();
         aligner
     };
     let (by_marker, by_bytes) = (aligner(Normalize::Marker), aligner(Normalize::Bytes));
@@ -182,11 +184,11 @@ fn bench_methods(c: &mut Criterion) {
         (Method::Boundary, Candidates::Prefix, &by_bytes),
     ];
     for (method, candidates, aligner) in configurations {
-        let options = AlignOptions { vocab_align: VocabAlign::Soft, onehot: OneHot::Next, method, candidates };
-        let out = aligner.align_batch_serial(&input, &options).unwrap();
+        let options = AlignOptions { vocab_align: VocabAlign::Soft, method, candidates, ..AlignOptions::default() };
+        let out = aligner.align_batch(&input, &options, Workers::ONE).unwrap();
         assert_eq!(out.counts.fallback_texts, 0, "the two tokenizations spell the same bytes");
         let name = format!("{method:?}+{candidates:?}").to_lowercase();
-        group.bench_function(name, |b| b.iter(|| aligner.align_batch_serial(&input, &options).unwrap()));
+        group.bench_function(name, |b| b.iter(|| aligner.align_batch(&input, &options, Workers::ONE).unwrap()));
     }
     group.finish();
 }
@@ -198,8 +200,8 @@ fn starts(sequences: &[Vec<i64>]) -> Vec<usize> {
 
 fn bench_vocab_map(c: &mut Criterion) {
     let w = workload(20_000);
-    let source: Vec<String> = (0..w.aligner.source_size()).map(|k| format!("Ġ{k:x}")).collect();
-    let target: Vec<String> = (0..w.aligner.target_size()).map(|k| format!("▁{:x}", k * 7)).collect();
+    let source: Vec<String> = (0..w.aligner.vocabularies().source.tokens.len()).map(|k| format!("Ġ{k:x}")).collect();
+    let target: Vec<String> = (0..w.aligner.vocabularies().target.tokens.len()).map(|k| format!("▁{:x}", k * 7)).collect();
     let mut group = c.benchmark_group("vocab_map");
     group.sample_size(10);
     group.throughput(Throughput::Elements(source.len() as u64));

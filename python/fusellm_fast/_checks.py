@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import zip_longest
 from typing import Any
 
 import numpy as np
 
-from . import _core
 from .errors import InputTypeError, InvalidInputError
 
 
@@ -22,31 +22,11 @@ def check_token_strings(tokens: Any, arg: str) -> list[str]:
     return result
 
 
-def resolve_markers(
-    source_tokens: list[str], target_tokens: list[str], source_marker: str | None, target_marker: str | None
-) -> tuple[str, str]:
-    """Given markers checked, missing ones detected from the vocabularies."""
-    resolved = []
-    for tokens, marker, arg, tokens_arg in (
-        (source_tokens, source_marker, "source_marker", "source_tokens"),
-        (target_tokens, target_marker, "target_marker", "target_tokens"),
-    ):
-        if marker is None:
-            marker = _core.detect_space_marker(tokens, argument=tokens_arg)
-        elif not isinstance(marker, str):
-            raise InputTypeError(f"{arg}: must be a str or None, got {type(marker).__name__}")
-        elif not marker:
-            raise InvalidInputError(f"{arg}: the space marker must be a non-empty string")
-        resolved.append(marker)
-    return resolved[0], resolved[1]
-
-
-def checked_workers(workers: Any) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)):
-        raise InputTypeError(f"workers: must be an int, got {type(workers).__name__}")
-    if workers != -1 and workers < 1:
-        raise InvalidInputError(f"workers: must be -1 (all cores) or a positive count, got {workers}")
-    return int(workers)
+def checked_marker(marker: Any, arg: str) -> str | None:
+    """A space marker as given: a str, or ``None`` to detect it."""
+    if marker is not None and not isinstance(marker, str):
+        raise InputTypeError(f"{arg}: must be a str or None, got {type(marker).__name__}")
+    return marker
 
 
 def checked_ids(ids: Any, arg: str) -> list[int]:
@@ -77,6 +57,8 @@ def checked_pairs(mapping: Any, arg: str) -> list[tuple[int, int]]:
 
 
 def checked_choice(value: Any, arg: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; for the options of the Python layer (the Rust core
+    checks its own)."""
     if value not in choices:
         raise InvalidInputError(f"{arg}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
@@ -165,8 +147,6 @@ def topk_rows(
         if ids.shape != logits.shape:
             raise InvalidInputError(f"source_topk_logits: shape {logits.shape} differs from source_topk_ids "
                                     f"shape {ids.shape}")
-        if ids.shape[0] != batch:
-            raise InvalidInputError(f"source_topk_ids: has {ids.shape[0]} texts but source_ids has {batch}")
         too_short = np.nonzero(source_lengths > ids.shape[1])[0]
         if too_short.size:
             b = int(too_short[0])
@@ -174,20 +154,20 @@ def topk_rows(
                                     f"source_ids[{b}] has {int(source_lengths[b])} tokens")
         return list(_topk_ids(ids)), list(_float32(logits)), ids.shape[2]
     id_rows, logit_rows = _rows(ids, "source_topk_ids"), _rows(logits, "source_topk_logits")
-    for arg, rows in (("source_topk_ids", id_rows), ("source_topk_logits", logit_rows)):
-        if len(rows) != batch:
-            raise InvalidInputError(f"{arg}: has {len(rows)} texts but source_ids has {batch}")
     ks = {r.shape[1] for r in id_rows + logit_rows if r.ndim == 2}
     if len(ks) > 1:
         raise InvalidInputError(f"source_topk_ids: every text must have the same k, got {sorted(ks)}")
     k = ks.pop() if ks else 0
-    for b, (i_row, l_row, length) in enumerate(zip(id_rows, logit_rows, source_lengths.tolist())):
+    # Every row is brought to [positions, k], also past the last text; the core checks the text counts.
+    for b, (i_row, l_row, length) in enumerate(zip_longest(id_rows, logit_rows, source_lengths.tolist())):
         for arg, row in (("source_topk_ids", i_row), ("source_topk_logits", l_row)):
+            if row is None:
+                continue
             if row.size == 0 and row.ndim == 1:
                 row.shape = (0, k)
             if row.ndim != 2:
                 raise InvalidInputError(f"{arg}[{b}]: must be 2-D [positions, k], got shape {row.shape}")
-            if row.shape[0] != length:
+            if length is not None and row.shape[0] != length:
                 raise InvalidInputError(f"{arg}[{b}]: has {row.shape[0]} rows but source_ids[{b}] has "
                                         f"{length} tokens")
     # Empty rows given as plain lists read as float64: they do not decide the dtype.

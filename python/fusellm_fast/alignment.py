@@ -11,20 +11,10 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _core
-from ._checks import (
-    check_token_strings,
-    checked_choice,
-    checked_ids,
-    checked_pairs,
-    checked_workers,
-    resolve_markers,
-    sequences,
-    topk_rows,
-)
-from .errors import InputTypeError, InvalidInputError, VocabMapError
+from ._checks import checked_ids, checked_pairs, sequences, topk_rows
+from .errors import InputTypeError, VocabMapError
 from .hf import special_ids, special_role_pairs, tokenizer_vocabulary
-from ._fingerprint import strings_fingerprint
-from .vocab_map import Family, Normalize, VocabMap, checked_family
+from .vocab_map import Family, Normalize, VocabMap, read_vocabularies
 
 __all__ = ["Aligner", "AlignedBatch", "AlignmentCounts", "PositionStatus", "align_batch"]
 
@@ -108,6 +98,12 @@ class AlignedBatch:
         return int(self.lengths.shape[0])
 
 
+def _vocabularies_attribute(name: str) -> Any:
+    """A read-only attribute of an :class:`Aligner`: the one of that name of the vocabularies the
+    Rust core read."""
+    return property(lambda aligner: getattr(aligner._vocabularies.core, name))
+
+
 class Aligner:
     """Two vocabularies prepared for aligning any number of batches.
 
@@ -139,6 +135,13 @@ class Aligner:
         MarkerDetectionError: a marker is ``None`` and cannot be detected.
         VocabMapError: ``vocab_map`` belongs to other vocabularies, markers or normalization.
 
+    Attributes:
+        source_marker: the source's space marker, as given or detected.
+        target_marker: the same for the target.
+        normalize: what token strings are compared as.
+        source_size: number of source tokens.
+        target_size: number of target tokens.
+
     An Aligner is immutable apart from its lazily built map, and safe to share
     between threads.
 
@@ -162,20 +165,11 @@ class Aligner:
         target_special_ids: Sequence[int] | None = None,
         special_token_map: Mapping[int, int] | None = None,
     ) -> None:
-        source_tokens = check_token_strings(source_tokens, "source_tokens")
-        target_tokens = check_token_strings(target_tokens, "target_tokens")
-        source_marker, target_marker = resolve_markers(source_tokens, target_tokens, source_marker, target_marker)
-        self._source_fingerprint = strings_fingerprint(source_tokens)
-        self._target_fingerprint = strings_fingerprint(target_tokens)
-        self._core = _core.Aligner(
-            source_tokens, target_tokens, source_marker, target_marker,
-            normalize=checked_choice(normalize, "normalize", ("marker", "bytes")),
-            source_family=checked_family(source_family, "source_family"),
-            target_family=checked_family(target_family, "target_family"),
-            source_special_ids=checked_ids(source_special_ids, "source_special_ids"),
-            target_special_ids=checked_ids(target_special_ids, "target_special_ids"),
-            special_pairs=checked_pairs(special_token_map, "special_token_map"),
-        )
+        self._vocabularies = read_vocabularies(
+            source_tokens, target_tokens, source_marker, target_marker, normalize,
+            (source_family, target_family), (source_special_ids, target_special_ids), special_token_map)
+        self._core = _core.Aligner(self._vocabularies.core)
+        # The map lives in the core; this is a given map, or the view of the core's once asked for.
         self._vocab_map: VocabMap | None = None
         if vocab_map is not None:
             self._use_vocab_map(vocab_map)
@@ -227,37 +221,28 @@ class Aligner:
             special_token_map=roles,
         )
 
-    @property
-    def source_marker(self) -> str:
-        return self._core.source_marker
-
-    @property
-    def target_marker(self) -> str:
-        return self._core.target_marker
-
-    @property
-    def normalize(self) -> Normalize:
-        return self._core.normalize  # type: ignore[return-value]
-
-    @property
-    def source_size(self) -> int:
-        return self._core.source_size
-
-    @property
-    def target_size(self) -> int:
-        return self._core.target_size
+    source_marker: str = _vocabularies_attribute("source_marker")
+    target_marker: str = _vocabularies_attribute("target_marker")
+    normalize: Normalize = _vocabularies_attribute("normalize")
+    source_size: int = _vocabularies_attribute("source_size")
+    target_size: int = _vocabularies_attribute("target_size")
 
     @property
     def vocab_map(self) -> VocabMap | None:
-        """The MinED map, or ``None`` until built or given."""
+        """The MinED map, or ``None`` until built or given. Its arrays are read-only views of the
+        map the Rust core holds (a given map is returned as it was given)."""
+        if self._vocab_map is None:
+            arrays = self._core.vocab_map()
+            if arrays is not None:
+                self._vocab_map = self._view(*arrays)
         return self._vocab_map
 
     def build_vocab_map(self, *, workers: int = -1) -> VocabMap:
         """Builds the MinED map unless present, and returns it."""
-        if self._vocab_map is None:
-            target_ids, distances = self._core.ensure_vocab_map(workers=checked_workers(workers))
-            self._vocab_map = self._wrap_map(target_ids, distances)
-        return self._vocab_map
+        vocab_map = self.vocab_map
+        if vocab_map is None:
+            vocab_map = self._vocab_map = self._view(*self._core.ensure_vocab_map(workers=workers))
+        return vocab_map
 
     def prefix_map(self, *, workers: int = -1) -> np.ndarray:
         """int32 ``[source_size]``: for every source id, the longest ordinary
@@ -267,7 +252,7 @@ class Aligner:
         >>> Aligner(["Ġthere", "Ġx"], ["▁the", "▁th"]).prefix_map().tolist()
         [0, -1]
         """
-        return self._core.prefix_map(workers=checked_workers(workers))
+        return self._core.prefix_map(workers=workers)
 
     def text_bytes(self, ids: Sequence[int], *, side: Literal["source", "target"]) -> bytes:
         """The bytes a sequence of token ids of one side stands for (special tokens: none).
@@ -278,20 +263,17 @@ class Aligner:
         >>> Aligner(["Ġcaf", "Ã", "©"], ["▁café"]).text_bytes([0, 1, 2], side="source").decode()
         ' café'
         """
-        side = checked_choice(side, "side", ("source", "target"))  # type: ignore[assignment]
-        return self._core.text_bytes(checked_ids(ids, "ids"), side=side)
+        return self._vocabularies.core.text_bytes(checked_ids(ids, "ids"), side=side)
 
-    def _wrap_map(self, target_ids: np.ndarray, distances: np.ndarray) -> VocabMap:
-        target_ids.flags.writeable = False
-        distances.flags.writeable = False
+    def _view(self, target_ids: np.ndarray, distances: np.ndarray) -> VocabMap:
         return VocabMap(target_ids, distances, self.source_marker, self.target_marker,
-                        self._source_fingerprint, self._target_fingerprint, self.normalize)
+                        self._vocabularies.source_fingerprint, self._vocabularies.target_fingerprint, self.normalize)
 
     def _use_vocab_map(self, vocab_map: VocabMap) -> None:
         if not isinstance(vocab_map, VocabMap):
             raise InputTypeError(f"vocab_map: must be a VocabMap or None, got {type(vocab_map).__name__}")
-        mine = (self._source_fingerprint, self._target_fingerprint, self.source_marker, self.target_marker,
-                self.normalize)
+        mine = (self._vocabularies.source_fingerprint, self._vocabularies.target_fingerprint, self.source_marker,
+                self.target_marker, self.normalize)
         theirs = (vocab_map.source_fingerprint, vocab_map.target_fingerprint,
                   vocab_map.source_marker, vocab_map.target_marker, vocab_map.normalize)
         if mine != theirs:
@@ -303,41 +285,28 @@ class Aligner:
 
 
 def align_batch(
-    aligner: Aligner,
-    target_ids: Any,
-    source_ids: Any,
-    source_topk_ids: Any,
-    source_topk_logits: Any,
-    *,
-    vocab_align: Literal["soft", "hard"] = "soft",
-    onehot: Literal["next", "current"] = "next",
-    workers: int = -1,
-    target_lengths: Any = None,
-    source_lengths: Any = None,
-    method: Literal["dtw", "offsets", "boundary"] = "dtw",
-    candidates: Literal["mined", "prefix"] = "mined",
+    aligner: Aligner, target_ids: Any, source_ids: Any, source_topk_ids: Any, source_topk_logits: Any, *,
+    vocab_align: Literal["soft", "hard"] = "soft", onehot: Literal["next", "current"] = "next", workers: int = -1,
+    target_lengths: Any = None, source_lengths: Any = None,
+    method: Literal["dtw", "offsets", "boundary"] = "dtw", candidates: Literal["mined", "prefix"] = "mined",
 ) -> AlignedBatch:
     """Aligns the source model's top-k distributions to the target tokenization.
 
-    Per text, the two tokenizations are aligned by dynamic time warping over
-    token strings (edit-distance costs, space markers removed); a target position
-    aligned to exactly one source position whose token matches (equal after the
-    marker swap, or, in soft mode, equal through the MinED map) takes that
-    position's top-k list, mapped into the target vocabulary; every other
-    position gets a one-hot stand-in. This reproduces FuseLLM (Wan et al.,
-    ICLR 2024) exactly, with ``onehot="current"`` reproducing its off-by-one
-    stand-in.
+    Per text, the two tokenizations are aligned by dynamic time warping over token strings
+    (edit-distance costs, space markers removed); a target position aligned to exactly one source
+    position whose token matches (equal after the marker swap, or, in soft mode, equal through the
+    MinED map) takes that position's top-k list, mapped into the target vocabulary; every other
+    position gets a one-hot stand-in. This reproduces FuseLLM (Wan et al., ICLR 2024) exactly, with
+    ``onehot="current"`` reproducing its off-by-one stand-in.
 
-    ``method="offsets"`` and ``method="boundary"`` instead give every token the
-    byte span it covers, from the cumulative lengths of its exact bytes (O(n + m)
-    per text, no edit distances): ``offsets`` pairs a target position with the
-    source position of identical span, ``boundary`` with the source position
-    whose token ends at the same byte, because the distribution stored there
-    predicts the token that starts at that byte. Special tokens cover no bytes
-    and are never paired. When one side spells one leading space more (the
-    SentencePiece dummy prefix) that side is shifted by one byte; a text whose
-    two spellings differ otherwise is aligned by ``dtw`` and counted in
-    ``counts.fallback_texts``.
+    ``method="offsets"`` and ``method="boundary"`` instead give every token the byte span it covers,
+    from the cumulative lengths of its exact bytes (O(n + m) per text, no edit distances):
+    ``offsets`` pairs a target position with the source position of identical span, ``boundary``
+    with the source position whose token ends at the same byte, because the distribution stored
+    there predicts the token that starts at that byte. Special tokens cover no bytes and are never
+    paired. When one side spells one leading space more (the SentencePiece dummy prefix) that side
+    is shifted by one byte; a text whose two spellings differ otherwise is aligned by ``dtw`` and
+    counted in ``counts.fallback_texts``.
 
     Args:
         aligner: the two vocabularies.
@@ -386,23 +355,12 @@ def align_batch(
     """
     if not isinstance(aligner, Aligner):
         raise InputTypeError(f"aligner: must be an Aligner, got {type(aligner).__name__}")
-    vocab_align = checked_choice(vocab_align, "vocab_align", ("soft", "hard"))
-    onehot = checked_choice(onehot, "onehot", ("next", "current"))
-    method = checked_choice(method, "method", ("dtw", "offsets", "boundary"))
-    candidates = checked_choice(candidates, "candidates", ("mined", "prefix"))
-    workers = checked_workers(workers)
     t_flat, t_starts, t_lengths = sequences(target_ids, target_lengths, "target_ids", "target_lengths")
     s_flat, s_starts, s_lengths = sequences(source_ids, source_lengths, "source_ids", "source_lengths")
-    if len(s_lengths) != len(t_lengths):
-        raise InvalidInputError(f"source_ids: has {len(s_lengths)} texts but target_ids has {len(t_lengths)}")
     k_ids, k_logits, k = topk_rows(source_topk_ids, source_topk_logits, s_lengths)
-    uses_map = method == "dtw" or candidates == "mined"
-    if vocab_align == "soft" and uses_map and aligner.vocab_map is None:
-        aligner.build_vocab_map(workers=workers)
-    ids, logits, status, source_positions, counts = aligner._core.align(
+    ids, logits, status, source_positions, counts, values_are = aligner._core.align(
         t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k=k,
         vocab_align=vocab_align, onehot=onehot, workers=workers, method=method, candidates=candidates,
     )
     return AlignedBatch(ids=ids, logits=logits, lengths=t_lengths, status=status, counts=AlignmentCounts(**counts),
-                        source_positions=source_positions,
-                        values_are="log_probs" if candidates == "prefix" else "logits")
+                        source_positions=source_positions, values_are=values_are)

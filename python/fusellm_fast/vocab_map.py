@@ -6,13 +6,13 @@ import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from . import _core
 from ._fingerprint import strings_fingerprint
-from ._checks import check_token_strings, checked_choice, checked_ids, checked_pairs, checked_workers, resolve_markers
+from ._checks import check_token_strings, checked_ids, checked_marker, checked_pairs
 from .errors import InputTypeError, VocabMapError
 
 __all__ = ["Family", "Normalize", "VocabMap", "edit_distance", "token_bytes"]
@@ -25,12 +25,6 @@ Family = Literal["byte_level", "sentencepiece"]
 """How a vocabulary spells text: byte-level BPE (GPT-2, GPT-NeoX, Llama-3, Qwen2,
 Tekken) writes each byte as a stand-in character; SentencePiece (Llama-2, Mistral,
 Gemma) writes UTF-8 with ``▁`` for a space and ``<0xNN>`` for single bytes."""
-
-_FAMILIES = ("byte_level", "sentencepiece")
-
-
-def checked_family(family: object, arg: str) -> Family | None:
-    return None if family is None else checked_choice(family, arg, _FAMILIES)  # type: ignore[return-value]
 
 
 def token_bytes(
@@ -61,8 +55,7 @@ def token_bytes(
     [b' a', b'A', b'']
     """
     tokens = check_token_strings(tokens, "tokens")
-    return _core.token_bytes(tokens, family=checked_family(family, "family"),
-                             special_ids=checked_ids(special_ids, "special_ids"))
+    return _core.token_bytes(tokens, family=family, special_ids=checked_ids(special_ids, "special_ids"))
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -78,6 +71,37 @@ def edit_distance(a: str, b: str) -> int:
         if not isinstance(value, str):
             raise InputTypeError(f"{arg}: must be a str, got {type(value).__name__}")
     return _core.edit_distance(a, b)
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """Two vocabularies as the Rust core read them, with the fingerprints of their tokens."""
+
+    core: _core.Vocabularies
+    source_fingerprint: str
+    target_fingerprint: str
+
+
+def read_vocabularies(
+    source_tokens: Any,
+    target_tokens: Any,
+    source_marker: Any,
+    target_marker: Any,
+    normalize: Any,
+    families: tuple[Any, Any],
+    special_ids: tuple[Any, Any],
+    special_token_map: Any,
+) -> Vocabularies:
+    """The vocabularies and options that :class:`VocabMap` and :class:`~fusellm_fast.Aligner` take,
+    their types checked here and their values (markers, families, ids) by the core."""
+    source_tokens = check_token_strings(source_tokens, "source_tokens")
+    target_tokens = check_token_strings(target_tokens, "target_tokens")
+    markers = (checked_marker(source_marker, "source_marker"), checked_marker(target_marker, "target_marker"))
+    ids = (checked_ids(special_ids[0], "source_special_ids"), checked_ids(special_ids[1], "target_special_ids"))
+    core = _core.Vocabularies(source_tokens, target_tokens, markers, normalize, families, ids,
+                              checked_pairs(special_token_map, "special_token_map"))
+    return Vocabularies(core, strings_fingerprint(source_tokens), strings_fingerprint(target_tokens))
+
 
 _FORMAT_VERSION = 1
 
@@ -164,34 +188,14 @@ class VocabMap:
         >>> VocabMap.build(["ĠcafÃ©"], ["▁caf", "▁café"], normalize="bytes").distances.tolist()
         [0]
         """
-        source_tokens = check_token_strings(source_tokens, "source_tokens")
-        target_tokens = check_token_strings(target_tokens, "target_tokens")
-        source_marker, target_marker = resolve_markers(source_tokens, target_tokens, source_marker, target_marker)
-        normalize = checked_choice(normalize, "normalize", ("marker", "bytes"))
-        workers = checked_workers(workers)
-        if normalize == "marker":
-            target_ids, distances = _core.build_vocab_map(
-                source_tokens, target_tokens, source_marker, target_marker, workers=workers
-            )
-        else:
-            target_ids, distances = _core.build_byte_vocab_map(
-                source_tokens, target_tokens,
-                source_family=checked_family(source_family, "source_family") or _family_of(source_marker),
-                target_family=checked_family(target_family, "target_family") or _family_of(target_marker),
-                source_special_ids=checked_ids(source_special_ids, "source_special_ids"),
-                target_special_ids=checked_ids(target_special_ids, "target_special_ids"),
-                special_pairs=checked_pairs(special_token_map, "special_token_map"),
-                workers=workers,
-            )
-        return cls(
-            target_ids=_readonly(target_ids),
-            distances=_readonly(distances),
-            source_marker=source_marker,
-            target_marker=target_marker,
-            source_fingerprint=strings_fingerprint(source_tokens),
-            target_fingerprint=strings_fingerprint(target_tokens),
-            normalize=normalize,  # type: ignore[arg-type]
-        )
+        vocabularies = read_vocabularies(source_tokens, target_tokens, source_marker, target_marker, normalize,
+                                         (source_family, target_family), (source_special_ids, target_special_ids),
+                                         special_token_map)
+        target_ids, distances = vocabularies.core.build_vocab_map(workers=workers)
+        return cls(target_ids=_readonly(target_ids), distances=_readonly(distances),
+                   source_marker=vocabularies.core.source_marker, target_marker=vocabularies.core.target_marker,
+                   source_fingerprint=vocabularies.source_fingerprint,
+                   target_fingerprint=vocabularies.target_fingerprint, normalize=normalize)
 
     @property
     def source_size(self) -> int:
@@ -292,10 +296,6 @@ class VocabMap:
         )
 
     __hash__ = None  # type: ignore[assignment]  # arrays are not hashable
-
-
-def _family_of(marker: str) -> Family:
-    return "byte_level" if marker == "\u0120" else "sentencepiece"
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

@@ -2,6 +2,10 @@
 //! vocabulary: one image each, repeats dropped (the published MinED way), or
 //! merged by image with their probabilities summed (byte-prefix candidates).
 
+use crate::remap::block_row;
+use crate::remap::fast_math::exp_nonpositive;
+use crate::remap::softmax::ExpBlock;
+
 /// What one matched position received.
 pub struct Written {
     pub len: usize,
@@ -33,164 +37,8 @@ pub struct CandidateScratch {
     block: ExpBlock,
 }
 
-/// Softmax terms of consecutive top-k rows: per slot e^(logit - row maximum)
-/// (0 for an empty slot), per row the maximum and the sum of the terms.
-#[derive(Default)]
-struct ExpBlock {
-    k: usize,
-    exps: Vec<f32>,
-    maxes: Vec<f32>,
-    sums: Vec<f32>,
-    /// Per row: the log-sum-exp of its listed logits.
-    log_normalizers: Vec<f32>,
-}
-
-impl ExpBlock {
-    /// Fills the block from `[rows, k]` candidate ids and logits.
-    /// Rows not marked in `rows_used` get no terms (all 0).
-    fn fill<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize, rows_used: &[bool]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { self.fill_avx2(ids, logits, k, rows_used) };
-        }
-        self.fill_portable(ids, logits, k, rows_used)
-    }
-
-    /// [`ExpBlock::fill`] compiled for AVX2: twice as many terms per
-    /// instruction as the SSE2 every x86_64 has, with the same result (the
-    /// operations are the same, only the vectors are wider).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn fill_avx2<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize, rows_used: &[bool]) {
-        self.fill_portable(ids, logits, k, rows_used)
-    }
-
-    #[inline(always)]
-    fn fill_portable<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize, rows_used: &[bool]) {
-        self.k = k;
-        let rows = ids.len().checked_div(k).map_or(0, |rows| rows.min(rows_used.len()));
-        self.exps.clear();
-        self.exps.resize(rows * k, f32::NEG_INFINITY);
-        self.maxes.clear();
-        self.maxes.resize(rows, f32::NEG_INFINITY);
-        if rows == 0 {
-            self.sums.clear();
-            self.log_normalizers.clear();
-            return;
-        }
-        // First the shifted logits (-inf for an empty slot, whatever its logit),
-        // then one long loop of exponentials, which vectorizes. The shift is a
-        // row's first listed logit, its largest in a sorted top-k list; a row
-        // where a later one is larger is shifted again by its maximum.
-        let valid = |c: C| c.into() >= 0;
-        let rows_in = ids.chunks_exact(k).zip(logits.chunks_exact(k)).zip(rows_used);
-        for ((shifted, top), ((row, row_logits), &used)) in self.exps.chunks_exact_mut(k).zip(&mut self.maxes).zip(rows_in) {
-            if !used {
-                continue;
-            }
-            let first = row.iter().zip(row_logits).find(|(&c, _)| valid(c)).map_or(f32::NEG_INFINITY, |(_, &l)| l);
-            for ((x, &c), &logit) in shifted.iter_mut().zip(row).zip(row_logits) {
-                *x = if valid(c) { logit - first } else { f32::NEG_INFINITY };
-            }
-            *top = first;
-        }
-        // One pass without early exit (it vectorizes) tells whether any row needs it.
-        if self.exps.iter().fold(false, |above, &x| above | (x > 0.0)) {
-            for (shifted, top) in self.exps.chunks_exact_mut(k).zip(&mut self.maxes) {
-                let excess = shifted.iter().fold(0.0f32, |m, &x| if x > m { x } else { m });
-                shifted.iter_mut().for_each(|x| *x -= excess);
-                *top += excess;
-            }
-        }
-        for x in &mut self.exps {
-            *x = exp_nonpositive(*x);
-        }
-        // Plain loops rather than `extend`, so that they are compiled with the
-        // caller's instruction set; the logarithms vectorize across rows.
-        self.sums.resize(rows, 0.0);
-        for (sum, row) in self.sums.iter_mut().zip(self.exps.chunks_exact(k)) {
-            *sum = row_sum(row);
-        }
-        self.log_normalizers.resize(rows, 0.0);
-        for (log_normalizer, (&max, &sum)) in self.log_normalizers.iter_mut().zip(self.maxes.iter().zip(&self.sums)) {
-            *log_normalizer = max + ln_at_least_one(sum);
-        }
-    }
-
-    /// Row `i`'s terms.
-    fn row(&self, i: usize) -> &[f32] {
-        block_row(&self.exps, self.k, i)
-    }
-
-    /// Row `i`'s probability mass whose terms sum to `kept`.
-    fn kept_share(&self, i: usize, kept: f32) -> f32 {
-        if kept > 0.0 {
-            kept / self.sums[i]
-        } else {
-            0.0
-        }
-    }
-
-    /// Log of row `i`'s softmax normalizer: the log-sum-exp of its listed logits.
-    fn log_normalizer(&self, i: usize) -> f32 {
-        self.log_normalizers[i]
-    }
-}
-
-/// The sum of a row's terms, in four running sums rather than one chain of
-/// dependent additions.
-#[inline]
-fn row_sum(row: &[f32]) -> f32 {
-    let chunks = row.chunks_exact(4);
-    let tail: f32 = chunks.remainder().iter().sum();
-    let mut lanes = [0.0f32; 4];
-    for chunk in chunks {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += x;
-        }
-    }
-    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
-}
-
-/// Row `i` of a row-major block with rows of `k` values.
-#[inline]
-fn block_row<T>(values: &[T], k: usize, i: usize) -> &[T] {
-    &values[i * k..(i + 1) * k]
-}
-
 const NO_IMAGE: i32 = -1;
 const NO_CANDIDATE: i32 = -2;
-
-/// e^x for x <= 0 within a few ulp (Cephes' expf polynomial after rounding to
-/// a power of two), and 0 below -87 where e^x leaves the normal range.
-/// Branch-free, so a row of candidates vectorizes, unlike calls into libm.
-#[inline]
-fn exp_nonpositive(x: f32) -> f32 {
-    // Adding 1.5 * 2^23 rounds to an integer in the default rounding mode.
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HIGH: f32 = 0.693_359_4;
-    const LN2_LOW: f32 = -2.121_944_4e-4;
-    let clamped = x.max(-87.0);
-    let rounded = clamped * std::f32::consts::LOG2_E + ROUND;
-    let n = rounded - ROUND;
-    // The integer n sits in the low bits of `rounded` (an integer conversion
-    // that, unlike `as`, needs no saturation and so vectorizes).
-    let n_bits = (rounded.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = clamped - n * LN2_HIGH - n * LN2_LOW;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    // n lies in [-126, 0]: 2^n is a normal float.
-    let power = f32::from_bits(((n_bits + 127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        e * power
-    }
-}
 
 /// Tells rows whose images are surely distinct with one table access per
 /// candidate instead of a comparison per pair.
@@ -235,42 +83,6 @@ impl RepeatFilter {
             *out = id;
         }
         plain
-    }
-}
-
-/// ln(x) for a row's sum of softmax terms, which is at least 1 (its largest
-/// term is e^0) and at most k (or 0 for a row without candidates: -inf), within
-/// a few ulp (Cephes' logf polynomial on the mantissa). Branch-free, so the
-/// rows' logarithms vectorize, unlike calls into libm.
-#[inline]
-fn ln_at_least_one(x: f32) -> f32 {
-    const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
-    let bits = x.to_bits();
-    // x = m * 2^e with m in [0.5, 1), then m moved to [sqrt(1/2), sqrt(2)).
-    let mut e = ((bits >> 23) as i32 - 126) as f32;
-    let mut m = f32::from_bits((bits & 0x007F_FFFF) | 0x3F00_0000);
-    let below = m < SQRT_HALF;
-    e -= if below { 1.0 } else { 0.0 };
-    m = if below { m + m } else { m } - 1.0;
-    let z = m * m;
-    let p = ((((((((7.037_683_6e-2 * m - 1.151_461_1e-1) * m + 1.167_699_9e-1) * m - 1.242_014_1e-1) * m
-        + 1.424_932_3e-1)
-        * m
-        - 1.666_805_8e-1)
-        * m
-        + 2.000_071_4e-1)
-        * m
-        - 2.499_999_4e-1)
-        * m
-        + 3.333_333e-1)
-        * m
-        * z;
-    let y = p - 2.121_944_4e-4 * e - 0.5 * z;
-    let ln = m + y + 0.693_359_4 * e;
-    if x > 0.0 {
-        ln
-    } else {
-        f32::NEG_INFINITY
     }
 }
 
@@ -463,52 +275,6 @@ impl Group {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ln_is_within_a_few_ulp_of_libm() {
-        let mut x = 1.0f32;
-        while x < 300.0 {
-            let (fast, exact) = (ln_at_least_one(x), (x as f64).ln());
-            assert!((fast as f64 - exact).abs() <= 4e-7 * exact.max(1.0), "x = {x}: {fast} vs {exact}");
-            x += 0.0173;
-        }
-        assert_eq!(ln_at_least_one(1.0), 0.0);
-        assert_eq!(ln_at_least_one(0.0), f32::NEG_INFINITY);
-    }
-
-    #[test]
-    fn exp_is_within_a_few_ulp_of_libm() {
-        let mut x = 0.0f32;
-        while x > -87.0 {
-            let (fast, exact) = (exp_nonpositive(x), (x as f64).exp());
-            assert!(((fast as f64 - exact) / exact).abs() < 4e-7, "x = {x}: {fast} vs {exact}");
-            x -= 0.0137;
-        }
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert_eq!(exp_nonpositive(-88.0), 0.0);
-        assert_eq!(exp_nonpositive(-1e30), 0.0);
-    }
-
-    #[test]
-    fn wide_and_portable_softmax_terms_agree_bit_for_bit() {
-        // Unsorted rows, empty slots and unused rows, k not a multiple of the vector width.
-        let (k, rows) = (7, 60);
-        let ids: Vec<i64> = (0..rows * k).map(|slot| if slot % 11 == 3 { -1 } else { slot as i64 }).collect();
-        let logits: Vec<f32> = (0..rows * k).map(|slot| ((slot * 7919) % 200) as f32 * 0.37 - 40.0).collect();
-        let rows_used: Vec<bool> = (0..rows).map(|row| row % 5 != 0).collect();
-        let (mut dispatched, mut portable) = (ExpBlock::default(), ExpBlock::default());
-        dispatched.fill(&ids, &logits, k, &rows_used);
-        portable.fill_portable(&ids, &logits, k, &rows_used);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (a, b) in [
-            (&dispatched.exps, &portable.exps),
-            (&dispatched.sums, &portable.sums),
-            (&dispatched.log_normalizers, &portable.log_normalizers),
-        ] {
-            assert_eq!(bits(a), bits(b));
-        }
-        assert!(dispatched.sums.iter().zip(&rows_used).all(|(&sum, &used)| (sum >= 1.0) == used));
-    }
-
     fn merged(row: &[i64], row_logits: &[f32], image: &[i32]) -> (Vec<i32>, Vec<f32>, Written) {
         let (mut ids, mut logits) = (vec![-1; row.len()], vec![0.0; row.len()]);
         let mut scratch = CandidateScratch::default();
@@ -616,3 +382,4 @@ mod tests {
         }
     }
 }
+

@@ -21,8 +21,8 @@ use crate::edit_distance::{dp_distance, PatternTable};
 use crate::vocab_map::deletion_index::{DeletionIndex, VariantHasher};
 use crate::vocab_map::histogram::{Binning, Histogram};
 use crate::error::{Error, Result};
-use crate::normalize::NormalizedVocab;
-use crate::vocab::{Alphabet, SymbolTable};
+use crate::text::symbols::{Alphabet, SymbolTable};
+use crate::text::token_bytes::NormalizedVocab;
 
 /// MinED image of every source token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,29 @@ pub struct VocabMap {
     /// Edit distance to that image; 0 where the marker-swapped source string is a
     /// target token.
     pub distances: Vec<i32>,
+}
+
+impl VocabMap {
+    /// Checks that a map built elsewhere fits vocabularies of these sizes.
+    pub fn check_sizes(&self, source_size: usize, target_size: usize) -> Result<()> {
+        let err = |msg: String| Err(Error::CorruptVocabMap(msg));
+        if self.target_ids.len() != source_size || self.distances.len() != source_size {
+            return err(format!(
+                "vocab_map: it covers {} source tokens but the source vocabulary has {source_size}",
+                self.target_ids.len()
+            ));
+        }
+        if let Some(k) = self.target_ids.iter().position(|&t| t < 0 || t as usize >= target_size) {
+            return err(format!(
+                "vocab_map: source id {k} maps to {} outside the target vocabulary (size {target_size})",
+                self.target_ids[k]
+            ));
+        }
+        if let Some(k) = self.distances.iter().position(|&d| d < 0) {
+            return err(format!("vocab_map: source id {k} has a negative distance"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -331,7 +354,7 @@ mod tests {
 
     #[test]
     fn byte_map_equates_spellings_and_pairs_specials_by_role() {
-        use crate::normalize::Family;
+        use crate::text::family::Family;
         let source = strings(&["ĠcafÃ©", "Ċ", "<s>", "Ġx", "<|im_end|>"]);
         let target = strings(&["<s>", "<0x0A>", "▁café", "\n", "▁y", "</s>"]);
         let source_bytes = NormalizedVocab::new(&source, Family::ByteLevel, &[2, 4], "s").unwrap();
@@ -345,7 +368,8 @@ mod tests {
 
     /// Brute-force byte MinED: byte-level source strings, SentencePiece targets.
     fn byte_brute_force(source: &[String], target: &[String]) -> VocabMap {
-        use crate::normalize::{append_token_bytes, Family};
+        use crate::text::family::Family;
+        use crate::text::token_bytes::append_token_bytes;
         let symbols = |token: &str, family| {
             let mut bytes = Vec::new();
             append_token_bytes(token, family, &mut bytes);
@@ -372,7 +396,7 @@ mod tests {
         #[test]
         fn byte_map_equals_brute_force(source in proptest::collection::vec("[abĠé]{0,6}", 1..30),
                                        target in proptest::collection::vec("[ab▁éc]{0,6}", 1..30)) {
-            use crate::normalize::Family;
+            use crate::text::family::Family;
             let source_bytes = NormalizedVocab::new(&source, Family::ByteLevel, &[], "s").unwrap();
             let target_bytes = NormalizedVocab::new(&target, Family::SentencePiece, &[], "t").unwrap();
             let fast = build_byte_vocab_map(&source_bytes, &target_bytes, &source, &target, &[]).unwrap();

@@ -11,33 +11,8 @@
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::vocab::{detect_marker, BYTE_LEVEL_MARKER, SENTENCEPIECE_MARKER};
-
-/// How a vocabulary spells text in its token strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// Every byte is one stand-in character of GPT-2's byte-to-unicode table.
-    ByteLevel,
-    /// Text as UTF-8 with `▁` for a space; `<0xNN>` for a single byte.
-    SentencePiece,
-}
-
-impl Family {
-    /// The family a space marker belongs to: `Ġ` is byte-level, anything else
-    /// is read the SentencePiece way.
-    pub fn of_marker(marker: &str) -> Family {
-        if marker == BYTE_LEVEL_MARKER {
-            Family::ByteLevel
-        } else {
-            Family::SentencePiece
-        }
-    }
-
-    /// The family of a vocabulary, told by its space marker.
-    pub fn detect(tokens: &[String], arg: &'static str) -> Result<Family> {
-        detect_marker(tokens, arg).map(Family::of_marker)
-    }
-}
+use crate::text::family::Family;
+use crate::text::markers::SENTENCEPIECE_MARKER;
 
 /// The byte each stand-in character of the byte-level alphabet spells, indexed
 /// by code point (all stand-ins lie below U+0200); -1 for other characters.

@@ -1,4 +1,4 @@
-//! Step 2 of FuseLLM: dynamic time warping between two token sequences, with the
+//! Dynamic time warping between two token sequences (FuseLLM's step 2), with the
 //! published backtrace and its tie rules, computed exactly without the dense
 //! n x m matrix.
 //!
@@ -54,38 +54,32 @@ impl DtwScratch {
         }
     }
 
-    /// Number of cells computed by the last exact pass.
-    pub fn cells(&self) -> usize {
-        self.values.len()
-    }
-
     /// Fills rows over the columns where a path through the cell can still cost
     /// at most `bound` (its value plus the lower bound of what remains), and
     /// within the band when `use_band`. Returns `D[n-1][m-1]` (INF when above `bound`).
     fn fill(&mut self, cost: &mut impl RowCost, remaining: &RemainingCost<'_>, bound: u32, use_band: bool) -> u32 {
         let (n, m) = (remaining.rows_after.len(), remaining.cols_after.len());
-        self.row_start.clear();
-        self.row_first_col.clear();
-        self.row_len.clear();
-        self.values.clear();
+        let DtwScratch { row_start, row_first_col, row_len, values, row_buffer: row, band } = self;
+        row_start.clear();
+        row_first_col.clear();
+        row_len.clear();
+        values.clear();
         // Columns of the previous row holding kept values.
         let (mut prev_ok_first, mut prev_ok_last) = (0usize, 0usize);
         for i in 0..n {
             cost.set_row(i);
-            let (band_lo, band_hi) = if use_band { self.band[i] } else { (0, m - 1) };
+            let (band_lo, band_hi) = if use_band { band[i] } else { (0, m - 1) };
             let first_col = if i == 0 { 0 } else { prev_ok_first.max(band_lo) };
-            let start = self.values.len();
             let (prev_first, prev) = if i == 0 {
                 (0, &[][..])
             } else {
-                let (s, len) = (self.row_start[i - 1], self.row_len[i - 1]);
-                (self.row_first_col[i - 1], &self.values[s..s + len])
+                let (s, len) = (row_start[i - 1], row_len[i - 1]);
+                (row_first_col[i - 1], &values[s..s + len])
             };
             let above = |j: usize| j.checked_sub(prev_first).and_then(|k| prev.get(k)).copied().unwrap_or(INF);
             let row_after = remaining.rows_after[i];
             let (mut ok_first, mut ok_last) = (usize::MAX, 0usize);
             let mut left = INF;
-            let mut row = std::mem::take(&mut self.row_buffer);
             row.clear();
             let mut j = first_col;
             while j < m && j <= band_hi {
@@ -112,11 +106,10 @@ impl DtwScratch {
                     break;
                 }
             }
-            self.values.extend_from_slice(&row);
-            self.row_buffer = row;
-            self.row_start.push(start);
-            self.row_first_col.push(first_col);
-            self.row_len.push(self.values.len() - start);
+            row_start.push(values.len());
+            row_first_col.push(first_col);
+            row_len.push(row.len());
+            values.extend_from_slice(row);
             if ok_first == usize::MAX {
                 return INF;
             }
