@@ -63,6 +63,7 @@ def deadline(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
 def test_forked_child_can_align(expected):
     align(BATCH, workers=2)  # thread pools have run in this process before the fork
     read_end, write_end = os.pipe()
@@ -103,6 +104,7 @@ def align_rows(rows: dict) -> dict:
     }
 
 
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="the deadline needs SIGALRM (POSIX-only)")
 def test_dataset_map_in_two_processes_matches_in_process(expected, tmp_path):
     datasets = pytest.importorskip("datasets")
     align(BATCH, workers=2)  # thread pools have run in this process before datasets forks
