@@ -320,13 +320,7 @@ def align_text(
 
     if vocab_align == "soft":
         if vocab_map is None:
-            vocab_map = mined_map(
-                source_tokens,
-                target_tokens,
-                source_marker=source_marker,
-                target_marker=target_marker,
-                distance=distance,
-            )[0]
+            vocab_map = _mined_images(source_tokens, target_tokens, source_marker, target_marker, distance)
         # Keyed by renamed string as published: a later source id overwrites an earlier one.
         image_of_renamed = {
             token.replace(source_marker, target_marker): target_tokens[vocab_map[source_id]]
@@ -445,35 +439,26 @@ def align_batch(
         if len(per_text) != text_count:
             raise ValueError(f"{name} has {len(per_text)} texts but target_ids has {text_count}")
     if vocab_align == "soft" and vocab_map is None and text_count > 0:
-        vocab_map = mined_map(
-            source_tokens,
-            target_tokens,
-            source_marker=source_marker,
-            target_marker=target_marker,
-            distance=distance,
-        )[0]
+        vocab_map = _mined_images(source_tokens, target_tokens, source_marker, target_marker, distance)
+    options = {"source_marker": source_marker, "target_marker": target_marker, "vocab_align": vocab_align,
+               "onehot": onehot, "vocab_map": vocab_map, "distance": distance}
     results = []
     for text_index in range(text_count):
         try:
-            results.append(
-                align_text(
-                    source_tokens,
-                    target_tokens,
-                    target_ids[text_index],
-                    source_ids[text_index],
-                    topk_ids[text_index],
-                    topk_logits[text_index],
-                    source_marker=source_marker,
-                    target_marker=target_marker,
-                    vocab_align=vocab_align,
-                    onehot=onehot,
-                    vocab_map=vocab_map,
-                    distance=distance,
-                )
-            )
+            text = (target_ids[text_index], source_ids[text_index], topk_ids[text_index], topk_logits[text_index])
+            results.append(align_text(source_tokens, target_tokens, *text, **options))
         except (TypeError, ValueError) as error:
             raise type(error)(f"text {text_index}: {error}") from error
     return results
+
+
+def _mined_images(
+    source_tokens: Sequence[str], target_tokens: Sequence[str], source_marker: str, target_marker: str,
+    distance: Distance,
+) -> list[int]:
+    """The MinED image of every source id (the first list of :func:`mined_map`)."""
+    return mined_map(source_tokens, target_tokens, source_marker=source_marker, target_marker=target_marker,
+                     distance=distance)[0]
 
 
 def _lowest_id_of_each_string(tokens: Sequence[str]) -> dict[str, int]:
