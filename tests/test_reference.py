@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import doctest
 import functools
+import importlib
 import itertools
 import math
 
@@ -640,5 +641,12 @@ def test_align_batch_rejects_bad_arguments():
 
 def test_docstring_examples():
     outcome = doctest.testmod(reference)
+    assert outcome.attempted > 0
+    assert outcome.failed == 0
+
+
+@pytest.mark.parametrize("module", ["levenshtein", "vocab_mapping", "token_alignment", "remapping"])
+def test_module_docstring_examples(module):
+    outcome = doctest.testmod(importlib.import_module(f"fusellm_fast.reference.{module}"))
     assert outcome.attempted > 0
     assert outcome.failed == 0
