@@ -13,10 +13,7 @@ pytest-benchmark. Smaller sizes (``--length 256 --batch-blocks 4 ...``) give a q
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -24,7 +21,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import fusellm_fast._core
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,13 +37,10 @@ from alignment_workload import (  # noqa: E402
     differing_positions,
     target_tokens,
 )
+from report_frame import log, print_report  # noqa: E402
 
 ALIGNMENT_GOAL = 1000
 VOCAB_MAP_GOAL_SECONDS, VOCAB_MAP_GOAL_RATIO = 2.0, 20
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def goal(met: bool) -> str:
@@ -56,49 +49,6 @@ def goal(met: bool) -> str:
 
 def rate(tokens: float, seconds: float) -> str:
     return f"{tokens / seconds:,.0f}"
-
-
-# -- machine ---------------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-    return match.group(1).strip() if match else platform.processor() or "unknown"
-
-
-def memory_gib() -> float:
-    match = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
-    return int(match.group(1)) / 2**20 if match else float("nan")
-
-
-def command_output(command: Sequence[str]) -> str:
-    try:
-        return subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=60).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unavailable"
-
-
-def machine_section(load_at_start: tuple[float, float, float]) -> list[str]:
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}"
-        for name in ("fusellm-fast", "numpy", "rapidfuzz", "transformers", "tokenizers", "pytest-benchmark")
-    )
-    commit = command_output(["git", "rev-parse", "--short", "HEAD"])
-    dirty = command_output(["git", "status", "--porcelain", "--", "rust", "python", "Cargo.toml", "Cargo.lock"])
-    extension = Path(fusellm_fast._core.__file__)
-    built = datetime.datetime.fromtimestamp(extension.stat().st_mtime, datetime.timezone.utc)
-    cores = len(os.sched_getaffinity(0))
-    return [
-        "## Machine",
-        "",
-        f"- CPU: {cpu_model()}, {cores} cores available ({os.cpu_count()} online), {memory_gib():.0f} GiB RAM",
-        f"- Load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in load_at_start)}; "
-        f"at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Python {platform.python_version()}, {versions}; {command_output(['rustc', '--version'])}",
-        f"- Source: git {commit}{' with uncommitted changes' if dirty else ''}; "
-        f"extension module `{extension.name}` built {built:%Y-%m-%d %H:%M} UTC",
-        "",
-    ]
 
 
 # -- 1. align_batch ------------------------------------------------------------------------------
@@ -325,30 +275,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-cargo", action="store_true", help="skip cargo bench")
     options = parser.parse_args(argv)
 
-    load_at_start = os.getloadavg()
-    started = time.perf_counter()
-    log("loading the tokenizers")
-    workload = AlignmentWorkload()
-    vocab_map_lines, _ = vocab_map_section(workload, options)
-    body = [
-        *alignment_section(workload, options),
-        *workers_section(workload, options),
-        *block_length_section(workload, options),
-        *vocab_map_lines,
-        *memory_section(options),
-        *([] if options.no_cargo else criterion_section()),
-    ]
-    header = [
-        "# Alignment benchmarks: measured figures",
-        "",
-        f"Produced by `python benches/alignment_report.py` in {time.perf_counter() - started:.0f} s; every "
-        "figure below comes from that one run. Real tokenizers (`tests/realtok.py`), real text, synthetic "
-        "top-k lists (see `benches/alignment_workload.py`).",
-        "",
-        *machine_section(load_at_start),
-    ]
-    print("\n".join(header + body).rstrip())
+    def sections() -> list[str]:
+        log("loading the tokenizers")
+        workload = AlignmentWorkload()
+        vocab_map_lines, _ = vocab_map_section(workload, options)
+        return [
+            *alignment_section(workload, options),
+            *workers_section(workload, options),
+            *block_length_section(workload, options),
+            *vocab_map_lines,
+            *memory_section(options),
+            *([] if options.no_cargo else criterion_section()),
+        ]
 
+    print_report("Alignment benchmarks: measured figures", "alignment_report.py", sections,
+                 about="Real tokenizers (`tests/realtok.py`), real text, synthetic top-k lists (see "
+                       "`benches/alignment_workload.py`).")
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from alignment_report import goal, log, machine_section, rate  # noqa: E402
+from alignment_report import goal, rate  # noqa: E402
 from alignment_workload import (  # noqa: E402
     DOMAINS,
     SOURCE_NAME,
@@ -46,6 +45,7 @@ from alignment_workload import (  # noqa: E402
 from aligned import reference_positions  # noqa: E402
 from peer_aligners import available_peers  # noqa: E402
 from published_dtw import matched_share  # noqa: E402
+from report_frame import log, print_report  # noqa: E402
 
 PUBLISHED_GOAL, PUBLISHED_MOONSHOT = 2000, 10000
 LENGTH_GOAL = 1.5  # 8,192-token throughput within this factor of 512-token throughput
@@ -324,30 +324,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip section 4")
     options = parser.parse_args(argv)
 
-    load_at_start = os.getloadavg()
-    started = time.perf_counter()
-    log("loading the tokenizers and building the MinED map")
-    workload = AlignmentWorkload()
-    workload.use_vocab_map(workload.build_vocab_map())
-    side_by_side, seconds_per_cell = side_by_side_section(workload, options)
-    body = [
-        *side_by_side,
-        *block_length_section(workload, options, seconds_per_cell),
-        *workers_section(workload, options),
-        *([] if options.no_memory else memory_section(options)),
-    ]
-    machine = machine_section(load_at_start)
-    header = [
-        "# Exact DTW against the published implementation and peers: measured figures",
-        "",
-        f"Produced by `python benches/baseline_report.py` in {time.perf_counter() - started:.0f} s; every figure "
-        "below comes from that one run.",
-        "",
-        *machine[:-1],
-        versions_line(),
-        "",
-    ]
-    print("\n".join(header + body).rstrip())
+    def sections() -> list[str]:
+        log("loading the tokenizers and building the MinED map")
+        workload = AlignmentWorkload()
+        workload.use_vocab_map(workload.build_vocab_map())
+        side_by_side, seconds_per_cell = side_by_side_section(workload, options)
+        return [
+            *side_by_side,
+            *block_length_section(workload, options, seconds_per_cell),
+            *workers_section(workload, options),
+            *([] if options.no_memory else memory_section(options)),
+        ]
+
+    print_report("Exact DTW against the published implementation and peers: measured figures", "baseline_report.py",
+                 sections, machine_notes=[versions_line()])
 
 
 if __name__ == "__main__":
