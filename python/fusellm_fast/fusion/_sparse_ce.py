@@ -42,11 +42,11 @@ class _SparseCrossEntropy(torch.autograd.Function):
     target. A row whose ``rest_ids`` cover the vocabulary has no rest class; its ``r_n`` is left out.
 
     The gradient, ``c_n softmax(z_n) - sum_e w_ne onehot(id_ne) - r_n softmax_out(z_n)``, is
-    written straight into one ``[N, V]`` tensor; rows are processed in chunks so that float32
-    temporaries stay small even for bfloat16 logits over large vocabularies. With a rest,
+    written straight into one ``[N, V]`` tensor in one pass; rows are processed in chunks so that
+    float32 temporaries stay small even for bfloat16 logits over large vocabularies. With a rest,
     ``logZ^out`` is the log-sum-exp of the chunk with the listed ids masked out and ``logZ`` adds the
-    listed ones to it, so the pass over the vocabulary is still one, and a rest mass near 0 stays
-    exact where ``1 - sum(listed)`` would cancel.
+    listed ones to it, so the forward's pass over the vocabulary is still one, and a rest mass near
+    0 stays exact where ``1 - sum(listed)`` would cancel.
 
     Returns the total, plus ``logZ [N]``, the listed logits ``[N, E]`` and ``logZ^out [N]`` (empty
     without a rest), without gradients, all in float32, or float64 for float64 logits.
@@ -61,7 +61,7 @@ class _SparseCrossEntropy(torch.autograd.Function):
         total = -(entry_weights * entry_logits).sum()
         if rest_ids is None:
             log_partition = _chunked_logsumexp(logits, precision)
-            log_outside = log_partition.new_empty(0)
+            log_outside = listed_logits = log_partition.new_empty(0)
         else:
             log_outside = _chunked_logsumexp(logits, precision, masked_ids=rest_ids)
             listed_logits = logits.gather(-1, rest_ids).to(precision)
@@ -73,30 +73,47 @@ class _SparseCrossEntropy(torch.autograd.Function):
             total = total - (rest_weights * log_outside.where(has_outside, 0.0)).sum()
         total = total + (row_weights * log_partition).sum()
         ctx.save_for_backward(logits, entry_ids, entry_weights, row_weights, log_partition, rest_ids, rest_weights,
-                              log_outside)
+                              log_outside, listed_logits)
         ctx.mark_non_differentiable(log_partition, entry_logits, log_outside)
         return total, log_partition, entry_logits, log_outside
 
     @staticmethod
     def backward(ctx, grad_total, _grad_log_partition, _grad_entry_logits, _grad_log_outside):
-        logits, entry_ids, entry_weights, row_weights, log_partition, rest_ids, rest_weights, log_outside = (
-            ctx.saved_tensors)
+        logits, entry_ids, entry_weights, row_weights, log_partition, rest_ids, rest_weights, log_outside, \
+            listed_logits = ctx.saved_tensors
         grad = torch.empty_like(logits)
         in_place = grad.dtype == log_partition.dtype
+        shift, factor = log_partition, row_weights
         if rest_ids is not None:
-            log_outside = log_outside.where(torch.isfinite(log_outside), 0.0)
+            shift, factor, listed_grad = _rest_gradient_terms(row_weights, log_partition, rest_weights, log_outside,
+                                                              listed_logits)
         for rows in _row_chunks(logits):
             # Logits already in the working precision are turned into their gradient inside `grad`.
-            chunk = torch.sub(logits[rows], log_partition[rows, None], out=grad[rows] if in_place else None)
-            chunk.exp_().mul_((row_weights[rows] * grad_total).to(chunk.dtype)[:, None])
+            chunk = torch.sub(logits[rows], shift[rows, None], out=grad[rows] if in_place else None)
+            chunk.exp_().mul_((factor[rows] * grad_total).to(chunk.dtype)[:, None])
             if rest_ids is not None:
-                outside = logits[rows].to(log_partition.dtype).scatter(-1, rest_ids[rows], float("-inf"))
-                outside.sub_(log_outside[rows, None]).exp_()
-                chunk.sub_(outside.mul_((rest_weights[rows] * grad_total)[:, None]).to(chunk.dtype))
+                chunk.scatter_(-1, rest_ids[rows], (listed_grad[rows] * grad_total).to(chunk.dtype))
             chunk.scatter_add_(-1, entry_ids[rows], (-entry_weights[rows] * grad_total).to(chunk.dtype))
             if not in_place:
                 grad[rows] = chunk
         return grad, None, None, None, None
+
+
+def _rest_gradient_terms(row_weights: torch.Tensor, log_partition: torch.Tensor, rest_weights: torch.Tensor,
+                         log_outside: torch.Tensor,
+                         listed_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How the backward writes ``c softmax(z) - r softmax_out(z)`` in one pass over the vocabulary.
+
+    Outside the listed ids ``softmax_out = softmax / S`` (``S`` the student's mass there), so the
+    gradient is ``exp(z - shift) * factor`` with ``factor = c e^-m - r e^(d - m)``, ``d = log 1/S``
+    and ``shift = logZ - m``; ``m = max(d - 60, 0)`` keeps ``e^(d - m)`` finite however small ``S``
+    is. The listed ids are then overwritten with ``c softmax(z)`` (``listed_grad [N, K]``)."""
+    has_outside = torch.isfinite(log_outside)
+    log_inverse_outside = (log_partition - log_outside).where(has_outside, 0.0)
+    margin = (log_inverse_outside - 60.0).clamp(min=0.0)
+    factor = row_weights * torch.exp(-margin) - rest_weights * torch.exp(log_inverse_outside - margin)
+    listed_grad = row_weights[:, None] * torch.exp(listed_logits - log_partition[:, None])
+    return log_partition - margin, factor, listed_grad
 
 
 def _chunked_logsumexp(logits: torch.Tensor, precision: torch.dtype,
