@@ -10,6 +10,7 @@ reference-style per-position loop.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -66,10 +67,18 @@ def extra_memory():
     return reports
 
 
-def sparse_step(batch, logits):
-    loss = sparse_loss(batch, logits)
+def sparse_step(batch, logits, **fuse_options):
+    loss = sparse_loss(batch, logits, **fuse_options)
     loss.backward()
     return loss
+
+
+def calibrated(batch, listed_mass=0.7):
+    """The batch with its teacher lists as the log-probabilities of teachers that put ``listed_mass``
+    on each list."""
+    listed = batch["teacher_ids"] >= 0
+    values = batch["teacher_logits"].masked_fill(~listed, float("-inf")).log_softmax(-1) + math.log(listed_mass)
+    return batch | {"teacher_logits": values.where(listed, 0.0)}
 
 
 def dense_step(batch, dense, logits):
@@ -97,6 +106,14 @@ def test_loss_sparse(benchmark, batch, dense, student_logits, extra_memory):
     # The same objective as the dense baseline, up to its bfloat16 probabilities.
     baseline = dense_step(batch, dense, student_logits.clone().requires_grad_())
     assert loss.item() == pytest.approx(baseline.item(), rel=1e-3)
+
+
+def test_loss_sparse_bucket(benchmark, batch, student_logits):
+    """The loss step with the tail as one rest class, on the same shapes as ``test_loss_sparse``."""
+    logits = student_logits.clone().requires_grad_()
+    options = {"tail": "bucket", "values_are": "log_probs"}
+    loss = benchmark.pedantic(sparse_step, args=(calibrated(batch), logits), kwargs=options, rounds=5, warmup_rounds=1)
+    assert torch.isfinite(loss)
 
 
 def test_loss_dense_reference(benchmark, batch, dense, student_logits, extra_memory):

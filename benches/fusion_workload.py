@@ -111,11 +111,13 @@ def dense_reference_loss(
 
 
 def sparse_loss(
-    batch: Mapping[str, torch.Tensor], student_logits: torch.Tensor, *, lm_weight: float = 0.9
+    batch: Mapping[str, torch.Tensor], student_logits: torch.Tensor, *, lm_weight: float = 0.9, **fuse_options: Any
 ) -> torch.Tensor:
-    """The same objective with ``fusellm_fast``: MinCE on the teacher lists, then the sparse loss."""
+    """The same objective with ``fusellm_fast``: MinCE on the teacher lists (with ``fuse_options``,
+    such as ``tail="bucket"``), then the sparse loss."""
     ids, logits = batch["teacher_ids"], batch["teacher_logits"]
-    fused = fuse([(ids[:, n], logits[:, n]) for n in range(ids.shape[1])], batch["teacher_ce"].movedim(1, 0))
+    fused = fuse([(ids[:, n], logits[:, n]) for n in range(ids.shape[1])], batch["teacher_ce"].movedim(1, 0),
+                 **fuse_options)
     return fusion_loss(student_logits, batch["labels"], fused, lm_weight=lm_weight, mask=batch["attention_mask"]).total
 
 
