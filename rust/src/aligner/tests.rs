@@ -3,6 +3,7 @@
 use super::*;
 use crate::aligner::batch::status;
 use crate::aligner::options::{Method, OneHot};
+use crate::limits::MAX_TEXT_TOKENS;
 
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -221,4 +222,42 @@ fn prefix_candidates_sum_on_a_shared_image() {
     let target = strings(&["▁the", "▁th", "▁y"]);
     let aligner = Aligner::new(source, target, &VocabularyOptions::default()).unwrap();
     assert_eq!(aligner.prefix_map(Workers::ONE).unwrap(), &[0, 0, 0, -1]);
+}
+
+/// One text of target `▁a ▁a`, empty source, with the given starts, lengths
+/// and candidate width, aligned with the published options.
+fn sized(target_start: usize, target_length: usize, source_length: usize, k: usize) -> Result<AlignedOutput> {
+    let aligner = Aligner::new(strings(&["Ġa"]), strings(&["▁a"]), &VocabularyOptions::default()).unwrap();
+    let input = BatchInput {
+        target_ids: &[0i64, 0],
+        target_starts: &[target_start],
+        target_lengths: &[target_length],
+        source_ids: &[0i64],
+        source_starts: &[0],
+        source_lengths: &[source_length],
+        topk_ids: vec![&[0i64]],
+        topk_logits: vec![&[0.0]],
+        k,
+    };
+    aligner.align_batch(&input, &AlignOptions::default(), Workers::ONE)
+}
+
+#[test]
+fn overflowing_offsets_and_lengths_are_errors() {
+    assert!(sized(0, 2, 0, 1).is_ok());
+    let past_the_end = |arg: &str| format!("{arg}: text 0 reaches past the end of the array");
+    assert_eq!(sized(usize::MAX, 2, 0, 1).unwrap_err().to_string(), past_the_end("target_ids"));
+    assert_eq!(sized(0, 2, 1, usize::MAX).unwrap_err().to_string(), past_the_end("source_topk_ids"));
+    let err = sized(0, MAX_TEXT_TOKENS + 1, 0, 1).unwrap_err();
+    assert_eq!(err, Error::TooLarge { arg: "target_ids", msg: "text 0 has 2147483648 tokens, more than the 2147483647 supported".into() });
+    assert!(matches!(sized(0, 2, usize::MAX, 0), Err(Error::TooLarge { arg: "source_ids", .. })));
+}
+
+#[test]
+fn outputs_too_large_for_memory_are_errors() {
+    // Without source rows the candidates' width costs no input memory, only output.
+    for k in [1usize << 40, 1 << 61, usize::MAX] {
+        let err = sized(0, 2, 0, k).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { arg: "source_topk_ids", .. }), "k = {k}: {err}");
+    }
 }
