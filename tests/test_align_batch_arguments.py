@@ -235,3 +235,13 @@ def test_overflowing_offsets_and_lengths_are_errors():
         core_align([0], [2], 2**64 - 1)  # 2 rows of 2**64 - 1 candidates overflow
     with pytest.raises(ff.InputTooLargeError, match="source_ids: text 0 has 2147483648 tokens"):
         core_align([0], [2**31], 1)
+
+
+@pytest.mark.parametrize("candidates", ["mined", "prefix"])
+@pytest.mark.parametrize("method", ["dtw", "offsets", "boundary"])
+def test_lists_of_no_candidates_leave_matched_positions_empty(method, candidates):
+    aligner = ff.Aligner(["Ġthe", "Ġcat"], ["▁the", "▁cat"])
+    out = ff.align_batch(aligner, [[0, 1]], [[0, 1]], [np.zeros((2, 0), np.int64)], [np.zeros((2, 0), np.float32)],
+                         method=method, candidates=candidates)
+    assert out.ids.tolist() == [[[-1], [-1]]]
+    assert out.status.tolist() == [[ff.PositionStatus.EMPTY] * 2]

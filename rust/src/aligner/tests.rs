@@ -261,3 +261,26 @@ fn outputs_too_large_for_memory_are_errors() {
         assert!(matches!(err, Error::TooLarge { arg: "source_topk_ids", .. }), "k = {k}: {err}");
     }
 }
+
+#[test]
+fn lists_of_no_candidates_leave_matched_positions_empty() {
+    let aligner = Aligner::new(strings(&["Ġthe", "Ġcat"]), strings(&["▁the", "▁cat"]), &VocabularyOptions::default()).unwrap();
+    let input = BatchInput {
+        target_ids: &[0i64, 1],
+        target_starts: &[0],
+        target_lengths: &[2],
+        source_ids: &[0i64, 1],
+        source_starts: &[0],
+        source_lengths: &[2],
+        topk_ids: vec![&[] as &[i64]],
+        topk_logits: vec![&[]],
+        k: 0,
+    };
+    for method in [Method::Dtw, Method::Offsets, Method::Boundary] {
+        for candidates in [Candidates::Mined, Candidates::Prefix] {
+            let options = AlignOptions { method, candidates, ..AlignOptions::default() };
+            let out = aligner.align_batch(&input, &options, Workers::ONE).unwrap();
+            assert_eq!((out.ids, out.status), (vec![-1, -1], vec![E, E]), "{method:?}, {candidates:?}");
+        }
+    }
+}
