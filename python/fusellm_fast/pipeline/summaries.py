@@ -116,4 +116,11 @@ def read_summary(directory: PathLike, name: str = SUMMARY_FILE, *, arg: str) -> 
     path = Path(directory) / name
     if not path.is_file():
         raise PipelineError(f"{arg}: {str(directory)!r} has no {name}; is it the output of the right stage?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PipelineError(f"{arg}: {str(path)!r} is not valid JSON ({error}); run the stage that wrote it "
+                            "again") from None
+    if not isinstance(summary, dict):
+        raise PipelineError(f"{arg}: {str(path)!r} holds no JSON object; run the stage that wrote it again")
+    return summary
