@@ -16,26 +16,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("datasets")
 
 import numpy as np
-from demo_models import TINY, demo_corpus, save_models
 from fusellm_fast.cli import main
 from fusellm_fast.pipeline import PackedBlocks, load_aligned
 from fusellm_fast.trainer import pack_examples
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A corpus file and three model directories with three different vocabularies (two families)."""
-    root = tmp_path_factory.mktemp("pipeline")
-    corpus = demo_corpus(TINY, 40)
-    corpus_path = root / "corpus.jsonl"
-    corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus), encoding="utf-8")
-    other_corpus = root / "other.jsonl"
-    other_corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:20]), encoding="utf-8")
-    paths = {"corpus": corpus_path, "other_corpus": other_corpus}
-    paths.update(save_models(root, corpus, TINY, [("target", "sp_bpe", "llama", 300),
-                                                  ("source_a", "byte_bpe", "gpt2", 300),
-                                                  ("source_b", "sp_bpe", "llama", 260)]))
-    paths["root"] = root
-    return paths
 
 
 def run(*argv: object) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PipelineError
-from .storage import PathLike
+from .storage import PathLike, write_text_atomically
 
 __all__ = [
     "SUMMARY_FILE",
@@ -105,9 +105,9 @@ class TrainSummary:
 
 
 def write_summary(directory: PathLike, summary: Any, name: str = SUMMARY_FILE) -> Path:
-    """Writes a summary dataclass as indented JSON into ``directory``."""
+    """Writes a summary dataclass as indented JSON into ``directory``, whole or not at all."""
     path = Path(directory) / name
-    path.write_text(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomically(path, json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
     return path
 
 
