@@ -18,8 +18,6 @@ import re
 import shutil
 from pathlib import Path
 
-from .pipeline.storage import PathLike
-
 __all__ = ["STAGING_PREFIX", "last_complete_checkpoint", "missing_part", "publish", "remove_staging", "staging_root"]
 
 STAGING_PREFIX = ".partial-"
@@ -32,7 +30,7 @@ _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.
 _SHARDED_STATE = re.compile(r"^(global_step\d+|pytorch_model_fsdp_\d+|optimizer_\d+)$")
 
 
-def staging_root(run_dir: PathLike, step: int) -> Path:
+def staging_root(run_dir: str | os.PathLike[str], step: int) -> Path:
     """Where ``checkpoint-<step>`` of ``run_dir`` is written before it is renamed into place."""
     return Path(run_dir) / f"{STAGING_PREFIX}checkpoint-{step}"
 
@@ -53,13 +51,13 @@ def publish(staged: Path, final: Path) -> None:
     _flush(final.parent)
 
 
-def remove_staging(run_dir: PathLike) -> None:
+def remove_staging(run_dir: str | os.PathLike[str]) -> None:
     """Removes what runs killed while saving left under ``run_dir``."""
     for leftover in Path(run_dir).glob(f"{STAGING_PREFIX}checkpoint-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def missing_part(checkpoint: PathLike) -> str | None:
+def missing_part(checkpoint: str | os.PathLike[str]) -> str | None:
     """What ``checkpoint`` lacks for training to resume from it, or ``None`` when it is complete.
 
     >>> missing_part("no/such/checkpoint-8")
@@ -82,7 +80,7 @@ def missing_part(checkpoint: PathLike) -> str | None:
     return None
 
 
-def last_complete_checkpoint(run_dir: PathLike) -> tuple[Path | None, list[tuple[Path, str]]]:
+def last_complete_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[Path | None, list[tuple[Path, str]]]:
     """The newest complete ``checkpoint-N`` in ``run_dir`` (``None`` if there is none), and every
     newer one that was skipped, with what it lacks.
 

@@ -61,6 +61,8 @@ def _one_line(error: Exception, *, debug: bool) -> str:
     message = " ".join(lines) or type(error).__name__
     if isinstance(error, (FuseLLMError, FileNotFoundError, NotADirectoryError)):
         return message
+    if isinstance(error, ModuleNotFoundError):
+        return f"{message}; the stages need the torch extra: pip install 'fusellm-fast[torch]'"
     return f"{type(error).__name__}: {message}" + ("" if debug else " (--debug shows the traceback)")
 
 

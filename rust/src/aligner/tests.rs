@@ -224,23 +224,34 @@ fn prefix_candidates_sum_on_a_shared_image() {
     assert_eq!(aligner.prefix_map(Workers::ONE).unwrap(), &[0, 0, 0, -1]);
 }
 
-/// One text of target `▁a ▁a`, empty source, with the given starts, lengths
-/// and candidate width, aligned with the published options.
+/// One text of target `▁a ▁a` and source `Ġa`, one top-k row of `Ġa`, with the
+/// given target start, lengths and candidate width, aligned with the published options.
 fn sized(target_start: usize, target_length: usize, source_length: usize, k: usize) -> Result<AlignedOutput> {
     let aligner = Aligner::new(strings(&["Ġa"]), strings(&["▁a"]), &VocabularyOptions::default()).unwrap();
-    let input = BatchInput {
-        target_ids: &[0i64, 0],
-        target_starts: &[target_start],
-        target_lengths: &[target_length],
-        source_ids: &[0i64],
-        source_starts: &[0],
-        source_lengths: &[source_length],
-        topk_ids: vec![&[0i64]],
-        topk_logits: vec![&[0.0]],
-        k,
-    };
+    let (target_starts, target_lengths, source_lengths) = ([target_start], [target_length], [source_length]);
+    let input = BatchInput { target_starts: &target_starts, target_lengths: &target_lengths, source_lengths: &source_lengths,
+                             k, ..one_text(&[0, 0], &[0], &[0], &[0.0], 1) };
     aligner.align_batch(&input, &AlignOptions::default(), Workers::ONE)
 }
+
+/// One text of the given ids and `[rows, k]` top-k lists.
+fn one_text<'a>(target: &'a [i64], source: &'a [i64], topk_ids: &'a [i64], topk_logits: &'a [f32], k: usize)
+                -> BatchInput<'a, i64, i64> {
+    BatchInput {
+        target_ids: target,
+        target_starts: &[0],
+        target_lengths: std::slice::from_ref(LENGTHS.get(target.len()).expect("a short text")),
+        source_ids: source,
+        source_starts: &[0],
+        source_lengths: std::slice::from_ref(LENGTHS.get(source.len()).expect("a short text")),
+        topk_ids: vec![topk_ids],
+        topk_logits: vec![topk_logits],
+        k,
+    }
+}
+
+/// Lengths to borrow from for `one_text`'s one-text batches.
+static LENGTHS: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
 
 #[test]
 fn overflowing_offsets_and_lengths_are_errors() {
@@ -265,17 +276,7 @@ fn outputs_too_large_for_memory_are_errors() {
 #[test]
 fn lists_of_no_candidates_leave_matched_positions_empty() {
     let aligner = Aligner::new(strings(&["Ġthe", "Ġcat"]), strings(&["▁the", "▁cat"]), &VocabularyOptions::default()).unwrap();
-    let input = BatchInput {
-        target_ids: &[0i64, 1],
-        target_starts: &[0],
-        target_lengths: &[2],
-        source_ids: &[0i64, 1],
-        source_starts: &[0],
-        source_lengths: &[2],
-        topk_ids: vec![&[] as &[i64]],
-        topk_logits: vec![&[]],
-        k: 0,
-    };
+    let input = one_text(&[0, 1], &[0, 1], &[], &[], 0);
     for method in [Method::Dtw, Method::Offsets, Method::Boundary] {
         for candidates in [Candidates::Mined, Candidates::Prefix] {
             let options = AlignOptions { method, candidates, ..AlignOptions::default() };
