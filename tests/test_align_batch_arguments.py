@@ -207,3 +207,41 @@ def test_outputs_are_fresh_writable_arrays(make_args):
     for out in outputs:
         out[...] = 0  # writing must be possible and must not reach the next call's result
     assert_same_result(ff.align_batch(ALIGNER, **args), second)
+
+
+# --- inputs too large to address ------------------------------------------------------
+
+def test_an_output_too_large_for_memory_raises_input_too_large_error():
+    # Zero source rows hold no candidates, whatever their width; the output has a slot per width.
+    for k in (2**40, 2**59):  # numpy allows no larger dimension
+        with pytest.raises(ff.InputTooLargeError) as info:
+            ff.align_batch(ALIGNER, [[0, 1]], [[]], np.zeros((1, 0, k), np.int64), np.zeros((1, 0, k), np.float32))
+        assert_names_argument(info.value, "source_topk_ids")
+    assert isinstance(info.value, ff.InvalidInputError)
+
+
+def test_overflowing_offsets_and_lengths_are_errors():
+    def core_align(target_starts, source_lengths, k):
+        i64 = lambda values: np.array(values, np.int64)  # noqa: E731
+        return ALIGNER._core.align(
+            i64([0, 1]), i64(target_starts), i64([2]), i64([0, 0]), i64([0]), i64(source_lengths),
+            [np.zeros((0, 1), np.int64)], [np.zeros((0, 1), np.float32)], k=k,
+            vocab_align="soft", onehot="next", workers=1, method="dtw", candidates="mined")
+
+    core_align([0], [0], 1)  # the valid call
+    with pytest.raises(ff.InvalidInputError, match="target_ids: text 0 reaches past the end"):
+        core_align([2**63 - 1], [0], 1)
+    with pytest.raises(ff.InvalidInputError, match="source_topk_ids: text 0 reaches past the end"):
+        core_align([0], [2], 2**64 - 1)  # 2 rows of 2**64 - 1 candidates overflow
+    with pytest.raises(ff.InputTooLargeError, match="source_ids: text 0 has 2147483648 tokens"):
+        core_align([0], [2**31], 1)
+
+
+@pytest.mark.parametrize("candidates", ["mined", "prefix"])
+@pytest.mark.parametrize("method", ["dtw", "offsets", "boundary"])
+def test_lists_of_no_candidates_leave_matched_positions_empty(method, candidates):
+    aligner = ff.Aligner(["Ġthe", "Ġcat"], ["▁the", "▁cat"])
+    out = ff.align_batch(aligner, [[0, 1]], [[0, 1]], [np.zeros((2, 0), np.int64)], [np.zeros((2, 0), np.float32)],
+                         method=method, candidates=candidates)
+    assert out.ids.tolist() == [[[-1], [-1]]]
+    assert out.status.tolist() == [[ff.PositionStatus.EMPTY] * 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,26 +16,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("datasets")
 
 import numpy as np
-from demo_models import TINY, demo_corpus, save_models
 from fusellm_fast.cli import main
 from fusellm_fast.pipeline import PackedBlocks, load_aligned
 from fusellm_fast.trainer import pack_examples
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A corpus file and three model directories with three different vocabularies (two families)."""
-    root = tmp_path_factory.mktemp("pipeline")
-    corpus = demo_corpus(TINY, 40)
-    corpus_path = root / "corpus.jsonl"
-    corpus_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus), encoding="utf-8")
-    other_corpus = root / "other.jsonl"
-    other_corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus[:20]), encoding="utf-8")
-    paths = {"corpus": corpus_path, "other_corpus": other_corpus}
-    paths.update(save_models(root, corpus, TINY, [("target", "sp_bpe", "llama", 300),
-                                                  ("source_a", "byte_bpe", "gpt2", 300),
-                                                  ("source_b", "sp_bpe", "llama", 260)]))
-    paths["root"] = root
-    return paths
 
 
 def run(*argv: object) -> None:
@@ -206,3 +190,67 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> 
 def test_demo_rejects_bad_seed_counts(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--quick", "--seeds", "0", "-o", "unused"]) == 2
     assert "seeds: must be a positive int, got 0" in capsys.readouterr().err
+
+
+def command(*argv: object) -> subprocess.CompletedProcess[str]:
+    """``fusellm-fast ARGV`` in a process of its own, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "fusellm_fast", *map(str, argv)], check=False, capture_output=True,
+                          text=True, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("fusellm-fast"), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_aligned(workspace: dict[str, Path]) -> Path:
+    """The target aligned to itself over the small corpus."""
+    root = workspace["root"]
+    run("extract", workspace["target"], workspace["other_corpus"], "-o", root / "t_small", "--top-k", 3,
+        "--max-length", 200)
+    run("align", "--target", root / "t_small", "--source", root / "t_small", "-o", root / "aligned_small")
+    return root / "aligned_small"
+
+
+def test_command_line_mistakes_are_one_line(workspace: dict[str, Path]) -> None:
+    root = workspace["root"]
+    assert "argument --max-steps: invalid int value: 'many'" in one_line_error(
+        command("train", workspace["target"], root / "a", "-o", root / "x", "--max-steps", "many"))
+    assert "invalid choice: 'frobnicate'" in one_line_error(command("frobnicate"))
+    assert "required: --target" in one_line_error(command("align", "--source", root, "-o", root / "x"))
+    assert "is not a directory" in one_line_error(
+        command("align", "--target", root / "nope", "--source", root / "nope", "-o", root / "x", "--no-progress"))
+
+
+def test_broken_files_are_one_line_errors(workspace: dict[str, Path], small_aligned: Path, tmp_path: Path) -> None:
+    train = ("train", workspace["target"])
+    options = ("-o", tmp_path / "fused", "--block-size", 16, "--max-steps", 1, "--no-progress")
+
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(small_aligned, bad_json)
+    (bad_json / "summary.json").write_text('{"texts": 4', encoding="utf-8")
+    bad_json_line = one_line_error(command(*train, bad_json, *options))
+    assert "summary.json' is not valid JSON" in bad_json_line and "run the stage that wrote it again" in bad_json_line
+
+    cut_arrow = tmp_path / "cut_arrow"
+    shutil.copytree(small_aligned, cut_arrow)
+    arrow = next(cut_arrow.glob("data/part-*/*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    line = one_line_error(command(*train, cut_arrow, *options))
+    assert "cannot be read" in line and "run `fusellm-fast align` again" in line
+
+    broken_model = tmp_path / "broken_model"
+    shutil.copytree(workspace["target"], broken_model)
+    weights = broken_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    line = one_line_error(command("train", broken_model, small_aligned, *options))
+    assert f"TARGET_MODEL: no causal LM can be loaded from {str(broken_model)!r}" in line
+
+    # --debug (before or after the command's name) adds the traceback above the same line.
+    for argv in (("--debug", *train, bad_json, *options), (*train, bad_json, *options, "--debug")):
+        result = command(*argv)
+        assert result.returncode == 2 and "Traceback (most recent call last)" in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == bad_json_line

@@ -1,5 +1,5 @@
-"""align_batch under threads and processes: worker counts, one aligner shared by threads, fork and
-datasets.map worker processes."""
+"""align_batch under threads and processes: worker counts, aligners shared by eight threads, fork and
+datasets.map in four worker processes."""
 
 from __future__ import annotations
 
@@ -28,24 +28,40 @@ def test_worker_counts_give_same_result(workers, expected):
                        align(BATCH, workers=1, vocab_align="hard", onehot="current"))
 
 
-def test_one_aligner_shared_by_threads_gives_serial_results():
-    options = [{"vocab_align": mode, "workers": workers} for mode in ("soft", "hard") for workers in (1, 2)]
-    serial = [align(BATCH, **o) for o in options]
-    shared = ff.Aligner(SOURCE_TOKENS, TARGET_TOKENS)  # its map is built lazily, by whichever thread comes first
-    start = threading.Barrier(4)
+SHARED_SETTINGS = [
+    ("marker", {"vocab_align": mode, "workers": workers}) for mode in ("soft", "hard") for workers in (1, 2)
+] + [
+    ("bytes", {"method": method, "candidates": candidates, "workers": 2})
+    for method, candidates in (("dtw", "mined"), ("offsets", "mined"), ("boundary", "prefix"))
+]
+
+
+def test_shared_aligners_under_eight_threads_give_serial_results():
+    def aligners() -> dict[str, ff.Aligner]:
+        # Their maps are built lazily, by whichever thread comes first.
+        return {normalize: ff.Aligner(SOURCE_TOKENS, TARGET_TOKENS, normalize=normalize)
+                for normalize in ("marker", "bytes")}
+
+    serial_aligners = aligners()
+    serial = [align(BATCH, aligner=serial_aligners[name], **o) for name, o in SHARED_SETTINGS]
+    shared = aligners()
+    threads = 8
+    start = threading.Barrier(threads)
 
     def run_all(first: int) -> list[tuple[int, ff.AlignedBatch]]:
         start.wait()
-        order = [(first + i) % len(options) for i in range(len(options))] * 2  # threads start on different options
-        return [(i, align(BATCH, aligner=shared, **options[i])) for i in order]
+        # Threads start on different settings, so that every pair of them runs at once somewhere.
+        order = [(first + i) % len(SHARED_SETTINGS) for i in range(len(SHARED_SETTINGS))] * 2
+        return [(i, align(BATCH, aligner=shared[SHARED_SETTINGS[i][0]], **SHARED_SETTINGS[i][1])) for i in order]
 
-    with ThreadPoolExecutor(4) as pool:
-        per_thread = list(pool.map(run_all, range(4)))
+    with ThreadPoolExecutor(threads) as pool:
+        per_thread = list(pool.map(run_all, range(threads)))
     for results in per_thread:
-        assert len(results) == 2 * len(options)
+        assert len(results) == 2 * len(SHARED_SETTINGS)
         for i, result in results:
             assert_same_result(result, serial[i])
-    assert shared.vocab_map == ALIGNER.vocab_map
+    assert shared["marker"].vocab_map == ALIGNER.vocab_map
+    assert shared["bytes"].vocab_map == serial_aligners["bytes"].vocab_map
 
 
 @contextlib.contextmanager
@@ -105,7 +121,7 @@ def align_rows(rows: dict) -> dict:
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="the deadline needs SIGALRM (POSIX-only)")
-def test_dataset_map_in_two_processes_matches_in_process(expected, tmp_path):
+def test_dataset_map_in_four_processes_matches_in_process(expected, tmp_path):
     datasets = pytest.importorskip("datasets")
     align(BATCH, workers=2)  # thread pools have run in this process before datasets forks
     table = datasets.Dataset.from_dict({
@@ -113,8 +129,9 @@ def test_dataset_map_in_two_processes_matches_in_process(expected, tmp_path):
         "topk_ids": [r.tolist() for r in BATCH.topk_ids], "topk_logits": [r.tolist() for r in BATCH.topk_logits],
     })
     with deadline(120):
-        mapped = table.map(align_rows, batched=True, num_proc=2, new_fingerprint="aligned",
+        mapped = table.map(align_rows, batched=True, batch_size=2, num_proc=4, new_fingerprint="aligned",
                            cache_file_name=str(tmp_path / "aligned.arrow"))
-    assert os.getpid() not in mapped["process"]  # the rows were aligned in worker processes
+    processes = set(mapped["process"])
+    assert os.getpid() not in processes  # the rows were aligned in worker processes
     assert mapped["aligned_ids"] == [expected.ids[b, :n].tolist() for b, n in enumerate(expected.lengths)]
     assert mapped["aligned_status"] == [expected.status[b, :n].tolist() for b, n in enumerate(expected.lengths)]

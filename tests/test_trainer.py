@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 import tiny_models
 from fusion_data import BLOCK, MODELS, VOCAB, random_example
 from fusellm_fast import trainer as trainer_module
+from fusellm_fast.checkpoints import missing_part
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 from fusellm_fast.fusion import fuse, fusion_loss
 from fusellm_fast.trainer import (
@@ -359,6 +360,13 @@ def test_two_process_gloo_data_parallel_matches_single_process(tmp_path):
     torch.testing.assert_close(parallel["parameters"][0], flat_parameters(single.model), rtol=1e-5, atol=1e-6)
     single_losses = [entry["loss"] for entry in single.state.log_history if "loss" in entry]
     assert parallel["losses"] == pytest.approx(single_losses, rel=1e-5)
+    # Both processes wrote their part of every checkpoint before it was renamed into place; the
+    # older one was rotated away.
+    assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == ["checkpoint-2"]
+    checkpoint = tmp_path / "parallel" / "checkpoint-2"
+    assert {"rng_state_0.pth", "rng_state_1.pth", "optimizer.pt", "trainer_state.json"} <= {
+        p.name for p in checkpoint.iterdir()}
+    assert missing_part(checkpoint) is None
 
 
 def test_docstring_examples_run(tmp_path, monkeypatch):
@@ -370,7 +378,8 @@ def test_docstring_examples_run(tmp_path, monkeypatch):
 def data_parallel_worker(output_dir: str, result_path: str) -> None:
     """Train on `data_parallel_examples` with 2 processes of batch 2 each; rank 0 saves the outcome."""
     trainer = train(
-        data_parallel_examples(), output_dir, per_device_train_batch_size=2, num_train_epochs=2, ddp_backend="gloo"
+        data_parallel_examples(), output_dir, per_device_train_batch_size=2, num_train_epochs=2, ddp_backend="gloo",
+        save_strategy="steps", save_steps=1, save_total_limit=1,
     )
     parameters = flat_parameters(trainer.model)
     gathered = [torch.empty_like(parameters) for _ in range(torch.distributed.get_world_size())]

@@ -19,6 +19,7 @@ import importlib.metadata
 from .alignment import AlignedBatch, Aligner, AlignmentCounts, PositionStatus, align_batch
 from .errors import (
     FuseLLMError,
+    InputTooLargeError,
     InputTypeError,
     InvalidInputError,
     MarkerDetectionError,
@@ -31,6 +32,7 @@ __all__ = [
     "Aligner",
     "AlignmentCounts",
     "FuseLLMError",
+    "InputTooLargeError",
     "InputTypeError",
     "InvalidInputError",
     "MarkerDetectionError",

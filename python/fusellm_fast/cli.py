@@ -10,8 +10,9 @@ FuseLLM: Wan et al., "Knowledge Fusion of Large Language Models", ICLR 2024, arX
         [--level sequence|token|text] [--tail renormalize|bucket]
     fusellm-fast eval MODEL [MODEL ...] --data [NAME=]DATA ... -o DIR [--per-token-of MODEL] [--tasks bbh,...]
 
-Every stage prints a JSON summary when it is done (and writes it next to its output). A mistake
-in the inputs ends the command with one line on standard error and exit status 2.
+Every stage prints a JSON summary when it is done (and writes it next to its output). Any error
+(a mistake in the options or inputs, a broken file, a model that cannot be loaded) ends the command
+with one line on standard error and exit status 2; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import FuseLLMError
 
@@ -36,18 +38,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    _quiet_libraries()
     try:
+        _quiet_libraries()
         summary = args.run(args)
-    except (FuseLLMError, FileNotFoundError, NotADirectoryError) as error:
-        print(f"fusellm-fast {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"fusellm-fast {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"fusellm-fast {args.command}: error: {_one_line(error, debug=args.debug)}", file=sys.stderr)
+        return 2
     if summary is not None:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
+
+
+def _one_line(error: Exception, *, debug: bool) -> str:
+    """The error as one line: a mistake in the inputs as its message says it; anything else
+    (a broken file read by a library, a failure inside one) with its type and a pointer to
+    ``--debug``."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = " ".join(lines) or type(error).__name__
+    if isinstance(error, (FuseLLMError, FileNotFoundError, NotADirectoryError)):
+        return message
+    if isinstance(error, ModuleNotFoundError):
+        return f"{message}; the stages need the torch extra: pip install 'fusellm-fast[torch]'"
+    return f"{type(error).__name__}: {message}" + ("" if debug else " (--debug shows the traceback)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a wrong command line in one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _quiet_libraries() -> None:
@@ -63,20 +87,21 @@ def _quiet_libraries() -> None:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fusellm-fast",
         description="Knowledge fusion of LLMs (FuseLLM, Wan et al., ICLR 2024): build a fused target model "
                     "from a target LLM, source LLMs with any tokenizers, and a corpus.",
     )
     parser.add_argument("--version", action="version", version=f"fusellm-fast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _add_demo(commands)
-    _add_vocab_map(commands)
-    _add_extract(commands)
-    _add_align(commands)
-    _add_train(commands)
-    _add_eval(commands)
+    for add in (_add_demo, _add_vocab_map, _add_extract, _add_align, _add_train, _add_eval):
+        add(commands)
+    for command in commands.choices.values():
+        # Also after the command's name; SUPPRESS keeps a --debug given before it.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, show its traceback too")
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "FuseLLMError",
     "InvalidInputError",
+    "InputTooLargeError",
     "InputTypeError",
     "MarkerDetectionError",
     "VocabMapError",
@@ -22,6 +23,11 @@ class FuseLLMError(Exception):
 
 class InvalidInputError(FuseLLMError, ValueError):
     """An argument has a wrong value: a shape, a length, an id out of range, a non-finite logit."""
+
+
+class InputTooLargeError(InvalidInputError):
+    """An input, or the output it asks for, is larger than the core can address or allocate:
+    a text of more than 2**31 - 1 tokens, or an output array that does not fit in memory."""
 
 
 class InputTypeError(FuseLLMError, TypeError):

@@ -77,7 +77,8 @@ def load_model(path: str | os.PathLike[str], *, arg: str, tokenizer: Any, dtype:
     ``PipelineError`` naming ``arg``."""
     try:
         model = _from_local("model", path, dtype=dtype)
-    except (OSError, ValueError, KeyError) as error:
+    # A missing or broken file fails in transformers, json, safetensors or torch, each its own way.
+    except Exception as error:
         raise _pipeline_error(f"{arg}: no causal LM can be loaded from {str(path)!r} ({_first_line(error)})") from None
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:

@@ -10,8 +10,10 @@ the teachers and computes the loss on the device inside the training step.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
@@ -19,6 +21,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from fusellm_fast._checks import checked_choice
+from fusellm_fast.checkpoints import publish, staging_root
 from fusellm_fast._choices import CeUnit
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 from fusellm_fast.fusion import FusionLevel, FusionMethod, LossKind, Tail, ValuesAre, fuse, fusion_loss
@@ -207,6 +210,8 @@ class FusionTrainer(Trainer):
     ``loss_fusion`` and ``teacher_weight_<n>``, each model's mean fusion weight (for MinCE, the
     share of blocks, positions or texts that chose it), averaged over the steps since the last log and
     over the processes. Works under ``torchrun`` / ``accelerate`` data parallelism like any Trainer.
+    Each checkpoint is written under a staging directory and renamed into place when complete, so
+    that a run killed while saving leaves no partial ``checkpoint-N`` behind.
 
     Raises:
         InputTypeError: ``args`` is not a :class:`FusionTrainingArguments`.
@@ -279,6 +284,44 @@ class FusionTrainer(Trainer):
             logs.update({f"teacher_weight_{n}": weight for n, weight in enumerate(means[2:])})
             self._logged_sums, self._logged_steps = None, 0
         super().log(logs, *args, **kwargs)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """Saves ``checkpoint-N`` as ``Trainer`` does, but under a staging directory that is flushed
+        and renamed into place once every process has written its part: a ``checkpoint-N`` is
+        always complete (see :mod:`fusellm_fast.checkpoints`)."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        name = f"checkpoint-{self.state.global_step}"
+        root = staging_root(run_dir, self.state.global_step)
+        if self.args.should_save:
+            shutil.rmtree(root, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._get_output_dir = lambda trial=None: str(root)  # where Trainer puts checkpoint-N now
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            best = self.state.best_model_checkpoint
+            if best is not None and Path(best).parent == root:
+                self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+                self.state.save_to_json(str(root / name / "trainer_state.json"))
+            publish(root / name, run_dir / name)
+            shutil.rmtree(root)
+        self.accelerator.wait_for_everyone()
+        self._rotate(run_dir)
+
+    def _rotate(self, run_dir: Path) -> None:
+        """Keeps ``save_total_limit`` checkpoints, as ``Trainer`` would have in ``run_dir``."""
+        if not (self.args.should_save and self.args.save_total_limit):
+            return
+        if hasattr(self, "_rotate_checkpoints"):  # transformers 4
+            self._rotate_checkpoints(use_mtime=False, output_dir=str(run_dir))
+            return
+        from transformers.trainer_utils import rotate_checkpoints
+
+        rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
     def _accumulate_log_terms(self, clm: torch.Tensor, fusion: torch.Tensor, weights: torch.Tensor) -> None:
         terms = torch.cat([clm.reshape(1), fusion.reshape(1), weights]).detach().float()

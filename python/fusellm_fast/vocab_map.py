@@ -209,7 +209,7 @@ class VocabMap:
         return float(np.mean(self.distances == 0)) if self.source_size else 0.0
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes the map to ``path`` as an ``.npz`` archive (no pickled objects).
+        """Writes the map to ``path`` as an ``.npz`` archive (no pickled objects), whole or not at all.
 
         >>> import tempfile, pathlib
         >>> vm = VocabMap.build(["Ġa"], ["▁a"])
@@ -217,18 +217,28 @@ class VocabMap:
         >>> vm.save(p); VocabMap.load(p) == vm
         True
         """
-        with open(path, "wb") as f:
-            np.savez(
-                f,
-                format_version=np.int64(_FORMAT_VERSION),
-                target_ids=self.target_ids,
-                distances=self.distances,
-                source_marker=np.str_(self.source_marker),
-                target_marker=np.str_(self.target_marker),
-                source_fingerprint=np.str_(self.source_fingerprint),
-                target_fingerprint=np.str_(self.target_fingerprint),
-                normalize=np.str_(self.normalize),
-            )
+        # Written under a private name and renamed: a reader never sees a part of a map.
+        path = os.fspath(path)
+        scratch = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.partial")
+        try:
+            with open(scratch, "wb") as f:
+                np.savez(
+                    f,
+                    format_version=np.int64(_FORMAT_VERSION),
+                    target_ids=self.target_ids,
+                    distances=self.distances,
+                    source_marker=np.str_(self.source_marker),
+                    target_marker=np.str_(self.target_marker),
+                    source_fingerprint=np.str_(self.source_fingerprint),
+                    target_fingerprint=np.str_(self.target_fingerprint),
+                    normalize=np.str_(self.normalize),
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(scratch, path)
+        finally:
+            if os.path.exists(scratch):
+                os.remove(scratch)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VocabMap:

@@ -10,6 +10,10 @@ pub enum Error {
     /// A space marker was not given and cannot be detected from the vocabulary.
     #[error("{arg}: {msg}")]
     MarkerDetection { arg: &'static str, msg: String },
+    /// An input or output too large to address in the core's index types or
+    /// to allocate (see `limits`).
+    #[error("{arg}: {msg}")]
+    TooLarge { arg: &'static str, msg: String },
     /// A saved vocabulary map is corrupt or does not belong to the given vocabularies.
     #[error("{0}")]
     CorruptVocabMap(String),

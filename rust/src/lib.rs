@@ -7,11 +7,13 @@
 //! - [`pairing`]: step 2, token alignment between two tokenizations of a text;
 //! - [`remap`]: step 3, top-k distributions carried over to the target vocabulary;
 //! - [`aligner`]: the vocabularies prepared once and batches aligned with them;
-//! - [`parallel`]: the threads a call runs on.
+//! - [`parallel`]: the threads a call runs on;
+//! - [`limits`]: the sizes the core can address.
 
 pub mod aligner;
 pub mod edit_distance;
 pub mod error;
+pub mod limits;
 pub mod pairing;
 pub mod parallel;
 pub mod remap;

@@ -228,4 +228,16 @@ def load_aligned(directory: PathLike, *, arg: str) -> tuple[Any, dict[str, Any]]
     parts = sorted((directory / "data").glob("part-*"))
     if not parts:
         raise PipelineError(f"{arg}: {str(directory)!r} holds no aligned texts")
-    return datasets.concatenate_datasets([datasets.load_from_disk(str(part)) for part in parts]), summary
+    return datasets.concatenate_datasets([_load_part(part, arg) for part in parts]), summary
+
+
+def _load_part(part: Path, arg: str) -> Any:
+    """One saved part of aligned rows, or an error naming it when it cannot be read."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(part))
+    except Exception as error:  # a truncated or altered file fails in pyarrow, json or datasets
+        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise PipelineError(f"{arg}: {str(part)!r} cannot be read ({first}); run `fusellm-fast align` "
+                            "again") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PipelineError
-from .storage import PathLike
+from .storage import PathLike, write_text_atomically
 
 __all__ = [
     "SUMMARY_FILE",
@@ -108,9 +108,9 @@ class TrainSummary:
 
 
 def write_summary(directory: PathLike, summary: Any, name: str = SUMMARY_FILE) -> Path:
-    """Writes a summary dataclass as indented JSON into ``directory``."""
+    """Writes a summary dataclass as indented JSON into ``directory``, whole or not at all."""
     path = Path(directory) / name
-    path.write_text(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomically(path, json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n")
     return path
 
 
@@ -119,4 +119,11 @@ def read_summary(directory: PathLike, name: str = SUMMARY_FILE, *, arg: str) -> 
     path = Path(directory) / name
     if not path.is_file():
         raise PipelineError(f"{arg}: {str(directory)!r} has no {name}; is it the output of the right stage?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PipelineError(f"{arg}: {str(path)!r} is not valid JSON ({error}); run the stage that wrote it "
+                            "again") from None
+    if not isinstance(summary, dict):
+        raise PipelineError(f"{arg}: {str(path)!r} holds no JSON object; run the stage that wrote it again")
+    return summary

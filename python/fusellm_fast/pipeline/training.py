@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
-from pathlib import Path
 from typing import Any
 
 from .._fingerprint import strings_fingerprint
+from ..checkpoints import last_complete_checkpoint, remove_staging
 from ..hf import load_model, load_tokenizer, tokenizer_vocabulary
 from .alignment import load_aligned
 from .blocks import PackedBlocks
@@ -92,8 +93,8 @@ def train(
                             data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
     if not show_progress:
         trainer.remove_callback(PrinterCallback)
-    has_checkpoint = config.resume and any(Path(output).glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    checkpoint = _checkpoint_to_resume(output, main=trainer.is_world_process_zero()) if config.resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(output))
@@ -119,6 +120,19 @@ def _checked_aligned_data(summary: dict[str, Any], tokenizer: Any, config: Train
             "full softmax; align calibrated teacher passes, or use --tail renormalize"
         )
     return values_are
+
+
+def _checkpoint_to_resume(output: PathLike, *, main: bool) -> str | None:
+    """The last complete checkpoint in ``output``; a newer, incomplete one is skipped with a warning
+    (from the ``main`` process, which also removes what a kill while saving left)."""
+    if main:
+        remove_staging(output)
+    checkpoint, skipped = last_complete_checkpoint(output)
+    for partial, reason in skipped if main else ():
+        instead = f"resuming from {checkpoint.name}" if checkpoint else "starting from the beginning"
+        print(f"fusellm-fast train: warning: skipping the incomplete {partial} ({reason}); {instead}",
+              file=sys.stderr)
+    return None if checkpoint is None else str(checkpoint)
 
 
 def _with_options(config: TrainConfig, options: dict[str, Any]) -> TrainConfig:

@@ -2,6 +2,7 @@
 //! output arrays and the counts.
 
 use crate::error::{Error, Result};
+use crate::limits::{element_count, filled_vec, MAX_TEXT_TOKENS};
 
 /// An integer type that token ids arrive in (numpy's int32 and int64).
 pub trait TokenId: Copy + Into<i64> + PartialOrd + Send + Sync {
@@ -68,13 +69,22 @@ impl<S, C> BatchInput<'_, S, C> {
             if self.topk_ids[b].len() != self.topk_logits[b].len() {
                 return Err(Error::invalid("source_topk_logits", format!("text {b}: shape differs from source_topk_ids")));
             }
+            for (name, length) in [("target_ids", self.target_lengths[b]), ("source_ids", self.source_lengths[b])] {
+                if length > MAX_TEXT_TOKENS {
+                    return Err(Error::TooLarge {
+                        arg: name,
+                        msg: format!("text {b} has {length} tokens, more than the {MAX_TEXT_TOKENS} supported"),
+                    });
+                }
+            }
+            // An end that overflows lies past the end of any array.
             let bounds = [
-                ("target_ids", self.target_starts[b] + self.target_lengths[b], self.target_ids.len()),
-                ("source_ids", self.source_starts[b] + self.source_lengths[b], self.source_ids.len()),
-                ("source_topk_ids", self.source_lengths[b] * self.k, self.topk_ids[b].len()),
+                ("target_ids", self.target_starts[b].checked_add(self.target_lengths[b]), self.target_ids.len()),
+                ("source_ids", self.source_starts[b].checked_add(self.source_lengths[b]), self.source_ids.len()),
+                ("source_topk_ids", self.source_lengths[b].checked_mul(self.k), self.topk_ids[b].len()),
             ];
             for (name, end, len) in bounds {
-                if end > len {
+                if end.is_none_or(|end| end > len) {
                     return Err(Error::invalid(name, format!("text {b} reaches past the end of the array")));
                 }
             }
@@ -148,18 +158,22 @@ pub(crate) struct TextOutput<'a> {
 }
 
 impl AlignedOutput {
-    /// Every position padding, every slot empty.
-    pub(crate) fn padding(batch: usize, max_length: usize, k_out: usize) -> Self {
-        AlignedOutput {
-            ids: vec![-1; batch * max_length * k_out],
-            logits: vec![0.0; batch * max_length * k_out],
-            status: vec![status::PADDING; batch * max_length],
-            source_positions: vec![-1; batch * max_length],
+    /// Every position padding, every slot empty; an error when the arrays are
+    /// too large to address or to allocate.
+    pub(crate) fn padding(batch: usize, max_length: usize, k_out: usize) -> Result<Self> {
+        // The candidates' width is what makes an output large; the arrays are named after it.
+        let slots = element_count::<i32>(&[batch, max_length, k_out], "source_topk_ids")?;
+        let positions = element_count::<i32>(&[batch, max_length], "target_ids")?;
+        Ok(AlignedOutput {
+            ids: filled_vec(slots, -1, "source_topk_ids")?,
+            logits: filled_vec(slots, 0.0, "source_topk_ids")?,
+            status: filled_vec(positions, status::PADDING, "target_ids")?,
+            source_positions: filled_vec(positions, -1, "target_ids")?,
             batch,
             max_length,
             k_out,
             counts: AlignCounts::default(),
-        }
+        })
     }
 
     /// One part per text, also when every text is empty, so that every text's

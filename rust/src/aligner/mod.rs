@@ -132,7 +132,7 @@ impl Aligner {
             k_out,
         };
         let max_length = input.target_lengths.iter().copied().max().unwrap_or(0);
-        let mut output = AlignedOutput::padding(input.batch(), max_length, k_out);
+        let mut output = AlignedOutput::padding(input.batch(), max_length, k_out)?;
         let counts = workers.map_with(output.per_text(), Scratch::default, |scratch, (b, out)| {
             texts.align_text(b, input, scratch, out)
         })?;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::aligner::batch::status;
 use crate::aligner::options::{Method, OneHot};
+use crate::limits::MAX_TEXT_TOKENS;
 
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -221,4 +222,66 @@ fn prefix_candidates_sum_on_a_shared_image() {
     let target = strings(&["▁the", "▁th", "▁y"]);
     let aligner = Aligner::new(source, target, &VocabularyOptions::default()).unwrap();
     assert_eq!(aligner.prefix_map(Workers::ONE).unwrap(), &[0, 0, 0, -1]);
+}
+
+/// One text of target `▁a ▁a` and source `Ġa`, one top-k row of `Ġa`, with the
+/// given target start, lengths and candidate width, aligned with the published options.
+fn sized(target_start: usize, target_length: usize, source_length: usize, k: usize) -> Result<AlignedOutput> {
+    let aligner = Aligner::new(strings(&["Ġa"]), strings(&["▁a"]), &VocabularyOptions::default()).unwrap();
+    let (target_starts, target_lengths, source_lengths) = ([target_start], [target_length], [source_length]);
+    let input = BatchInput { target_starts: &target_starts, target_lengths: &target_lengths, source_lengths: &source_lengths,
+                             k, ..one_text(&[0, 0], &[0], &[0], &[0.0], 1) };
+    aligner.align_batch(&input, &AlignOptions::default(), Workers::ONE)
+}
+
+/// One text of the given ids and `[rows, k]` top-k lists.
+fn one_text<'a>(target: &'a [i64], source: &'a [i64], topk_ids: &'a [i64], topk_logits: &'a [f32], k: usize)
+                -> BatchInput<'a, i64, i64> {
+    BatchInput {
+        target_ids: target,
+        target_starts: &[0],
+        target_lengths: std::slice::from_ref(LENGTHS.get(target.len()).expect("a short text")),
+        source_ids: source,
+        source_starts: &[0],
+        source_lengths: std::slice::from_ref(LENGTHS.get(source.len()).expect("a short text")),
+        topk_ids: vec![topk_ids],
+        topk_logits: vec![topk_logits],
+        k,
+    }
+}
+
+/// Lengths to borrow from for `one_text`'s one-text batches.
+static LENGTHS: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+#[test]
+fn overflowing_offsets_and_lengths_are_errors() {
+    assert!(sized(0, 2, 0, 1).is_ok());
+    let past_the_end = |arg: &str| format!("{arg}: text 0 reaches past the end of the array");
+    assert_eq!(sized(usize::MAX, 2, 0, 1).unwrap_err().to_string(), past_the_end("target_ids"));
+    assert_eq!(sized(0, 2, 1, usize::MAX).unwrap_err().to_string(), past_the_end("source_topk_ids"));
+    let err = sized(0, MAX_TEXT_TOKENS + 1, 0, 1).unwrap_err();
+    assert_eq!(err, Error::TooLarge { arg: "target_ids", msg: "text 0 has 2147483648 tokens, more than the 2147483647 supported".into() });
+    assert!(matches!(sized(0, 2, usize::MAX, 0), Err(Error::TooLarge { arg: "source_ids", .. })));
+}
+
+#[test]
+fn outputs_too_large_for_memory_are_errors() {
+    // Without source rows the candidates' width costs no input memory, only output.
+    for k in [1usize << 40, 1 << 61, usize::MAX] {
+        let err = sized(0, 2, 0, k).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { arg: "source_topk_ids", .. }), "k = {k}: {err}");
+    }
+}
+
+#[test]
+fn lists_of_no_candidates_leave_matched_positions_empty() {
+    let aligner = Aligner::new(strings(&["Ġthe", "Ġcat"]), strings(&["▁the", "▁cat"]), &VocabularyOptions::default()).unwrap();
+    let input = one_text(&[0, 1], &[0, 1], &[], &[], 0);
+    for method in [Method::Dtw, Method::Offsets, Method::Boundary] {
+        for candidates in [Candidates::Mined, Candidates::Prefix] {
+            let options = AlignOptions { method, candidates, ..AlignOptions::default() };
+            let out = aligner.align_batch(&input, &options, Workers::ONE).unwrap();
+            assert_eq!((out.ids, out.status), (vec![-1, -1], vec![E, E]), "{method:?}, {candidates:?}");
+        }
+    }
 }

@@ -61,7 +61,7 @@ impl TextAligner<'_> {
         let (topk_ids, topk_logits) = (&input.topk_ids[b][..sl * k], &input.topk_logits[b][..sl * k]);
         check_topk(topk_ids, topk_logits, k, source.tokens.len(), b)?;
         let mut counts = AlignCounts { positions: tl as u64, ..AlignCounts::default() };
-        counts.fallback_texts = u64::from(!self.pair(scratch));
+        counts.fallback_texts = u64::from(!self.pair(scratch)?);
         self.write_positions(topk_ids, topk_logits, k, scratch, out, &mut counts);
         Ok(counts)
     }
@@ -69,24 +69,24 @@ impl TextAligner<'_> {
     /// Fills `scratch.pairs`. Returns `false` when `offsets` or `boundary`
     /// found that the two tokenizations spell different bytes and handed the
     /// text to DTW.
-    fn pair(&self, scratch: &mut Scratch) -> bool {
+    fn pair(&self, scratch: &mut Scratch) -> Result<bool> {
         let method = self.options.method;
         let (source, target) = (&self.vocabularies.source, &self.vocabularies.target);
         let by_bytes = method != Method::Dtw && {
-            source.bytes.concatenate(&scratch.source, &mut scratch.source_text, &mut scratch.source_ends);
-            target.bytes.concatenate(&scratch.target, &mut scratch.target_text, &mut scratch.target_ends);
+            source.bytes.concatenate(&scratch.source, &mut scratch.source_text, &mut scratch.source_ends, "source_ids")?;
+            target.bytes.concatenate(&scratch.target, &mut scratch.target_text, &mut scratch.target_ends, "target_ids")?;
             reconcile(&scratch.source_text, &scratch.target_text, &mut scratch.source_ends, &mut scratch.target_ends)
         };
         if by_bytes {
             pair_by_bytes(&scratch.source_ends, &scratch.target_ends, method == Method::Offsets, &mut scratch.pairs);
-            return true;
+            return Ok(true);
         }
         let (source_ids, target_ids) = (&scratch.source, &scratch.target);
         let matches = |j: usize, i: usize| {
             self.match_test.matches(j, source_ids[i], target_ids[j], self.map, &source.tokens, &target.tokens)
         };
         scratch.dtw.pair(self.stripped, source_ids, target_ids, matches, &mut scratch.pairs);
-        method == Method::Dtw
+        Ok(method == Method::Dtw)
     }
 
     /// Gives every target position the mapped candidates of its paired source

@@ -32,6 +32,7 @@ impl<T> IntoPyResult<T> for Result<T, Error> {
             let class = match &e {
                 Error::InvalidValue { .. } => "InvalidInputError",
                 Error::MarkerDetection { .. } => "MarkerDetectionError",
+                Error::TooLarge { .. } => "InputTooLargeError",
                 Error::CorruptVocabMap(_) => "VocabMapError",
             };
             raise(class, e.to_string())

@@ -39,14 +39,17 @@ impl ExpBlock {
     #[inline(always)]
     fn fill_portable<C: Copy + Into<i64>>(&mut self, ids: &[C], logits: &[f32], k: usize, rows_used: &[bool]) {
         self.k = k;
-        let rows = ids.len().checked_div(k).map_or(0, |rows| rows.min(rows_used.len()));
+        // Rows of no candidates (k = 0) are rows all the same: without terms, of sum 0.
+        let rows = ids.len().checked_div(k).map_or(rows_used.len(), |rows| rows.min(rows_used.len()));
         self.exps.clear();
         self.exps.resize(rows * k, f32::NEG_INFINITY);
         self.maxes.clear();
         self.maxes.resize(rows, f32::NEG_INFINITY);
-        if rows == 0 {
+        if rows == 0 || k == 0 {
             self.sums.clear();
+            self.sums.resize(rows, 0.0);
             self.log_normalizers.clear();
+            self.log_normalizers.resize(rows, f32::NEG_INFINITY);
             return;
         }
         // First the shifted logits (-inf for an empty slot, whatever its logit),

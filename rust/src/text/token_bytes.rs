@@ -11,6 +11,7 @@
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
+use crate::limits::byte_offset;
 use crate::text::family::Family;
 use crate::text::markers::SENTENCEPIECE_MARKER;
 
@@ -168,8 +169,9 @@ impl NormalizedVocab {
     }
 
     /// The bytes of `ids` one after the other into `text`, and each token's
-    /// end (cumulative byte count) into `ends`.
-    pub fn concatenate(&self, ids: &[usize], text: &mut Vec<u8>, ends: &mut Vec<u32>) {
+    /// end (cumulative byte count) into `ends`; an error naming `arg` when the
+    /// text spells more bytes than 32-bit ends address.
+    pub fn concatenate(&self, ids: &[usize], text: &mut Vec<u8>, ends: &mut Vec<u32>, arg: &'static str) -> Result<()> {
         ends.clear();
         // Room for typical tokens and the last one's fixed-size move; grown for
         // long ones, cut off at the end.
@@ -191,9 +193,10 @@ impl NormalizedVocab {
                 text[at..at + len].copy_from_slice(self.get(id));
             }
             at += len;
-            ends.push(at as u32);
+            ends.push(byte_offset(at, arg, "a text")?);
         }
         text.truncate(at);
+        Ok(())
     }
 
     /// Number of bytes of token `id`.
@@ -288,7 +291,7 @@ mod tests {
             let vocab = NormalizedVocab::new(&tokens, Family::ByteLevel, &[0], "t").unwrap();
             let ids: Vec<usize> = ids.into_iter().map(|id| id % tokens.len()).collect();
             let (mut text, mut ends) = (reused, vec![7u32; 3]);
-            vocab.concatenate(&ids, &mut text, &mut ends);
+            vocab.concatenate(&ids, &mut text, &mut ends, "t").unwrap();
             let expected: Vec<u8> = ids.iter().flat_map(|&id| vocab.get(id).to_vec()).collect();
             let expected_ends: Vec<u32> = ids
                 .iter()
