@@ -76,12 +76,14 @@ class AlignedBatch:
         source_positions: int32 ``[batch, max target length]``: the source position
             whose top-k list a position received (its token's index in the source
             tokenization), -1 where none (stand-ins, padding).
-        values_are: ``"logits"`` (``candidates="mined"``): the source logits of
-            the ids, and 1.0 for a one-hot stand-in. ``"log_probs"``
-            (``candidates="prefix"``): the natural log of each id's probability
-            under the softmax over the source's top-k list, summed over the
-            candidates that map onto it (so the exponentials add up to the kept
-            mass, at most 1), and 0.0 (probability 1) for a one-hot stand-in.
+        values_are: ``"logits"`` (``candidates="mined"`` on logits): the source
+            logits of the ids, and 1.0 for a one-hot stand-in. ``"log_probs"``
+            (``candidates="prefix"``, or ``values="log_probs"``): the natural log of
+            each id's probability, summed over the candidates that map onto it, and
+            0.0 (probability 1) for a one-hot stand-in; the probability is the one
+            the inputs give with ``values="log_probs"`` (under the model's full
+            softmax, so the tail is ``1 - sum(exp)``), otherwise the softmax over
+            the source's top-k list (the exponentials add up to the kept mass).
             Either way a softmax over a position's filled slots gives its
             distribution over the listed ids.
     """
@@ -289,6 +291,7 @@ def align_batch(
     vocab_align: Literal["soft", "hard"] = "soft", onehot: Literal["next", "current"] = "next", workers: int = -1,
     target_lengths: Any = None, source_lengths: Any = None,
     method: Literal["dtw", "offsets", "boundary"] = "dtw", candidates: Literal["mined", "prefix"] = "mined",
+    values: Literal["logits", "log_probs"] = "logits",
 ) -> AlignedBatch:
     """Aligns the source model's top-k distributions to the target tokenization.
 
@@ -332,6 +335,12 @@ def align_batch(
             probabilities of candidates with the same image and writes
             log-probabilities (see :attr:`AlignedBatch.values_are`). The MinED
             map is built (in soft mode) only for ``dtw`` or ``mined``.
+        values: what ``source_topk_logits`` hold: ``"logits"``, or ``"log_probs"``, the
+            log-probabilities under the model's full softmax that
+            :func:`~fusellm_fast.teacher.extract_topk` stores. With ``"log_probs"`` the output
+            holds log-probabilities under the same softmax (prefix candidates sum the
+            probabilities as they are, not a softmax over the list) and one-hot stand-ins get
+            0.0, so a position's tail mass stays ``1 - sum(exp(values))``.
 
     Returns:
         The aligned batch. Inputs are never modified.
@@ -361,6 +370,7 @@ def align_batch(
     ids, logits, status, source_positions, counts, values_are = aligner._core.align(
         t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k=k,
         vocab_align=vocab_align, onehot=onehot, workers=workers, method=method, candidates=candidates,
+        values=values,
     )
     return AlignedBatch(ids=ids, logits=logits, lengths=t_lengths, status=status, counts=AlignmentCounts(**counts),
                         source_positions=source_positions, values_are=values_are)
