@@ -100,7 +100,10 @@ class TrainSummary:
     level: str
     """Where the teachers were chosen: per block (``"sequence"``) or per position (``"token"``)."""
     ce_unit: str
-    """The unit of the CE that ranked the teachers, chosen at the align stage."""
+    """The unit of the CE that ranked the teachers, chosen at the align stage (or on the fly)."""
+    values_are: str
+    """What the teachers' values were: ``"log_probs"`` (calibrated teacher passes) or ``"logits"``
+    (aligned data of older versions)."""
     final_loss: float
     seconds: float
     """The whole call, loading and packing included."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from .config import TrainConfig
 from .errors import PipelineError
 from .storage import PathLike
 from .summaries import TrainSummary, write_summary
+from .teacher_passes import AlignmentOptions, open_teacher_passes
 
 __all__ = ["train"]
 
@@ -24,17 +25,28 @@ _OPTIONS = frozenset(option.name for option in fields(TrainConfig))
 
 def train(
     target_model: PathLike,
-    aligned: PathLike,
+    aligned: PathLike | None,
     output: PathLike,
     *,
+    target_pass: PathLike | None = None,
+    source_passes: Sequence[PathLike] = (),
+    alignment: AlignmentOptions | None = None,
+    vocab_maps: Sequence[PathLike | None] | None = None,
     config: TrainConfig | None = None,
     show_progress: bool = True,
     on_log: Callable[[dict[str, float]], None] | None = None,
     **options: Any,
 ) -> TrainSummary:
-    """Continual training of the target on aligned fusion examples with ``FusionTrainer``.
+    """Continual training of the target on fusion examples with ``FusionTrainer``.
 
-    The aligned rows are packed into ``block_size``-token blocks (each block's CE is the
+    The examples come from ``align``'s output, or straight from the teacher passes
+    (``target_pass`` and ``source_passes``, from :func:`extract`): then the texts of each block are
+    aligned on the fly, in the data loader's worker processes (``dataloader_workers``), with
+    :func:`~fusellm_fast.align_batch` and the ``alignment`` options, which give the same examples as
+    ``align`` with those options. Each source's vocabulary map is built once and cached in its
+    teacher directory; nothing else is written per source and target.
+
+    The rows are packed into ``block_size``-token blocks (each block's CE is the
     token-weighted mean of its texts', so MinCE picks one teacher per block) and trained with
     ``lm_weight * L_clm + (1 - lm_weight) * L_fusion``; ``lm_weight=1.0`` is plain continual
     training (the paper's "CLM" baseline). Under ``torchrun`` or ``accelerate launch`` each process
@@ -45,8 +57,14 @@ def train(
 
     Args:
         target_model: the target model directory (with its tokenizer).
-        aligned: the directory written by :func:`align`.
+        aligned: the directory written by :func:`align`, or ``None`` to align the teacher passes
+            on the fly.
         output: where checkpoints and the final model go.
+        target_pass: with ``aligned=None``: the target's teacher directory.
+        source_passes: with ``aligned=None``: the sources' teacher directories.
+        alignment: with ``aligned=None``: how the sources are aligned (the options of
+            :func:`align`); its defaults when omitted.
+        vocab_maps: with ``aligned=None``: per source, a map file or ``None`` (see :func:`align`).
         config: the training options (see :class:`TrainConfig`); its defaults when omitted.
         show_progress: draw the trainer's progress bar.
         on_log: called with every log entry (loss terms, learning rate, teacher weights).
@@ -57,12 +75,16 @@ def train(
         The summary of the run.
 
     Raises:
-        PipelineError: a path is missing, the aligned data belong to another tokenizer, the
-            vocabulary exceeds the model, or no full block can be packed.
+        PipelineError: a path is missing, both or neither of ``aligned`` and ``target_pass``
+            are given, the examples belong to another tokenizer, a teacher directory is of an
+            older format, or no full block can be packed.
         TypeError: an option is not a field of :class:`TrainConfig`.
 
     >>> train("target_model", "aligned", "fused", max_steps=100)  # doctest: +SKIP
     TrainSummary(steps=100, ...)
+    >>> train("target_model", None, "fused", target_pass="teacher/target",
+    ...       source_passes=["teacher/a", "teacher/b"], alignment=AlignmentOptions(method="boundary"))  # doctest: +SKIP
+    TrainSummary(steps=..., ...)
     """
     config = _with_options(config or TrainConfig(), options)
     import torch
@@ -72,23 +94,17 @@ def train(
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(target_model, arg="TARGET_MODEL")
-    examples, summary = load_aligned(aligned, arg="ALIGNED_DIR")
-    if strings_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL")) != summary["target_tokenizer_fingerprint"]:
-        raise PipelineError(
-            f"ALIGNED_DIR: {str(aligned)!r} was aligned to another tokenizer than {str(target_model)!r}'s; "
-            "extract and align with this target model"
-        )
+    data = _training_data(target_model, tokenizer, aligned, target_pass, source_passes, alignment, vocab_maps)
     # Full-precision weights: with --bf16 the trainer runs mixed precision on top of them.
     model = load_model(target_model, arg="TARGET_MODEL", tokenizer=tokenizer, dtype=torch.float32)
-    config = replace(config, level=config.level or summary.get("ce_level", "sequence"))
-    blocks = PackedBlocks(examples, block_size=config.block_size, level=config.level)
+    config = replace(config, level=config.level or data.ce_level)
+    blocks = PackedBlocks(data.rows, block_size=config.block_size, level=config.level)
     if not len(blocks):
-        raise PipelineError(f"--block-size: the aligned data hold fewer than {config.block_size} tokens; "
+        raise PipelineError(f"--block-size: the data hold fewer than {config.block_size} tokens; "
                             "lower --block-size or add data")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=not show_progress,
-                                   dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
-                                   **config.training_arguments())
+                                   dataloader_pin_memory=torch.cuda.is_available(), **config.training_arguments())
     trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
                             data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
     if not show_progress:
@@ -98,10 +114,48 @@ def train(
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(output))
-    run = _run_summary(trainer, result, config, blocks=len(blocks), ce_unit=summary["ce_unit"], started=started)
+    run = _run_summary(trainer, result, config, blocks=len(blocks), data=data, started=started)
     if trainer.is_world_process_zero():
         write_summary(output, run)
     return run
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The rows to pack into blocks, and what they are."""
+
+    rows: Any
+    ce_level: str
+    ce_unit: str
+    values_are: str
+
+
+def _training_data(target_model: PathLike, tokenizer: Any, aligned: PathLike | None, target_pass: PathLike | None,
+                   source_passes: Sequence[PathLike], alignment: AlignmentOptions | None,
+                   vocab_maps: Sequence[PathLike | None] | None) -> _TrainingData:
+    """The aligned rows of ``aligned``, or the teacher passes to align on the fly, checked to
+    belong to the target's tokenizer."""
+    if (aligned is None) == (target_pass is None):
+        raise PipelineError("ALIGNED_DIR: give either the output of `fusellm-fast align` or --target-pass "
+                            "and --source-pass (aligned on the fly), not both or neither")
+    fingerprint = strings_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL"))
+    if aligned is not None:
+        examples, summary = load_aligned(aligned, arg="ALIGNED_DIR")
+        if fingerprint != summary["target_tokenizer_fingerprint"]:
+            raise PipelineError(
+                f"ALIGNED_DIR: {str(aligned)!r} was aligned to another tokenizer than {str(target_model)!r}'s; "
+                "extract and align with this target model"
+            )
+        # Aligned data of older versions hold logits, which a softmax over the list reads the same.
+        return _TrainingData(examples, summary.get("ce_level", "sequence"), summary["ce_unit"],
+                             summary.get("values_are", "logits"))
+    alignment = alignment or AlignmentOptions()
+    passes = open_teacher_passes(target_pass, source_passes, alignment, vocab_maps=vocab_maps, arg="--source-pass",
+                                 target_arg="--target-pass")
+    if fingerprint != passes.target.identity["tokenizer_fingerprint"]:
+        raise PipelineError(f"--target-pass: {str(target_pass)!r} was extracted with another tokenizer than "
+                            f"{str(target_model)!r}'s; extract this target model")
+    return _TrainingData(passes, alignment.ce_level, alignment.ce_unit, passes.values_are)
 
 
 def _with_options(config: TrainConfig, options: dict[str, Any]) -> TrainConfig:
@@ -125,7 +179,7 @@ def _log_forwarder(on_log: Callable[[dict[str, float]], None] | None) -> Any:
     return Forward()
 
 
-def _run_summary(trainer: Any, result: Any, config: TrainConfig, *, blocks: int, ce_unit: str,
+def _run_summary(trainer: Any, result: Any, config: TrainConfig, *, blocks: int, data: _TrainingData,
                  started: float) -> TrainSummary:
     seconds = time.perf_counter() - started
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -139,7 +193,8 @@ def _run_summary(trainer: Any, result: Any, config: TrainConfig, *, blocks: int,
         method=config.method,
         lm_weight=config.lm_weight,
         level=config.level,
-        ce_unit=ce_unit,
+        ce_unit=data.ce_unit,
+        values_are=data.values_are,
         final_loss=float(history[-1]["loss"]) if history else float(result.training_loss),
         seconds=seconds,
         tokens_per_second=tokens / result.metrics["train_runtime"] if result.metrics.get("train_runtime") else 0.0,
