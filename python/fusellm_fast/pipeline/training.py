@@ -39,14 +39,10 @@ def train(
 ) -> TrainSummary:
     """Continual training of the target on fusion examples with ``FusionTrainer``.
 
-    The examples come from ``align``'s output, or straight from the teacher passes
-    (``target_pass`` and ``source_passes``, from :func:`extract`): then the texts of each block are
-    aligned on the fly, in the data loader's worker processes (``dataloader_workers``), with
-    :func:`~fusellm_fast.align_batch` and the ``alignment`` options, which give the same examples as
-    ``align`` with those options. Each source's vocabulary map is built once and cached in its
-    teacher directory; nothing else is written per source and target.
-
-    The rows are packed into ``block_size``-token blocks (each block's CE is the
+    The examples come from ``align``'s output, or from the teacher passes of :func:`extract`: then
+    each block's texts are aligned on the fly in the data loader's workers (``dataloader_workers``)
+    with the ``alignment`` options, as ``align`` would (each source's vocabulary map is cached in its
+    teacher directory; nothing else is written per source and target). The rows are packed into ``block_size``-token blocks (each block's CE is the
     token-weighted mean of its texts', so MinCE picks one teacher per block) and trained with
     ``lm_weight * L_clm + (1 - lm_weight) * L_fusion``; ``lm_weight=1.0`` is plain continual
     training (the paper's "CLM" baseline). Under ``torchrun`` or ``accelerate launch`` each process
@@ -75,22 +71,16 @@ def train(
         The summary of the run.
 
     Raises:
-        PipelineError: a path is missing, both or neither of ``aligned`` and ``target_pass``
-            are given, the examples belong to another tokenizer, a teacher directory is of an
-            older format, or no full block can be packed.
+        PipelineError: a path is missing, not one of ``aligned`` and ``target_pass`` is given,
+            the examples belong to another tokenizer or version, or no full block can be packed.
         TypeError: an option is not a field of :class:`TrainConfig`.
 
-    >>> train("target_model", "aligned", "fused", max_steps=100)  # doctest: +SKIP
+    >>> train("target_model", None, "fused", target_pass="teacher/target", source_passes=["teacher/a"],
+    ...       alignment=AlignmentOptions(method="boundary"), max_steps=100)  # doctest: +SKIP
     TrainSummary(steps=100, ...)
-    >>> train("target_model", None, "fused", target_pass="teacher/target",
-    ...       source_passes=["teacher/a", "teacher/b"], alignment=AlignmentOptions(method="boundary"))  # doctest: +SKIP
-    TrainSummary(steps=..., ...)
     """
     config = _with_options(config or TrainConfig(), options)
     import torch
-    from transformers import PrinterCallback
-
-    from ..trainer import FusionCollator, FusionTrainer, FusionTrainingArguments
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(target_model, arg="TARGET_MODEL")
@@ -102,13 +92,7 @@ def train(
     if not len(blocks):
         raise PipelineError(f"--block-size: the data hold fewer than {config.block_size} tokens; "
                             "lower --block-size or add data")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=not show_progress,
-                                   dataloader_pin_memory=torch.cuda.is_available(), **config.training_arguments())
-    trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
-                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
-    if not show_progress:
-        trainer.remove_callback(PrinterCallback)
+    trainer = _trainer(model, tokenizer, blocks, output, config, show_progress=show_progress, on_log=on_log)
     has_checkpoint = config.resume and any(Path(output).glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
     trainer.save_model(str(output))
@@ -118,6 +102,24 @@ def train(
     if trainer.is_world_process_zero():
         write_summary(output, run)
     return run
+
+
+def _trainer(model: Any, tokenizer: Any, blocks: PackedBlocks, output: PathLike, config: TrainConfig, *,
+             show_progress: bool, on_log: Callable[[dict[str, float]], None] | None) -> Any:
+    """The ``FusionTrainer`` of a run."""
+    import torch
+    from transformers import PrinterCallback
+
+    from ..trainer import FusionCollator, FusionTrainer, FusionTrainingArguments
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=not show_progress,
+                                   dataloader_pin_memory=torch.cuda.is_available(), **config.training_arguments())
+    trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
+                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
+    if not show_progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 @dataclass(frozen=True)
