@@ -101,7 +101,7 @@ def test_compiled_call(benchmark, aligners, blocks, configuration):
     k_ids, k_logits, k = topk_rows([b.topk_ids for b in blocks], [b.topk_logits for b in blocks], s_lengths)
     core = aligners[normalize]._core
     benchmark(core.align, t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k=k,
-              vocab_align="soft", onehot="next", workers=1, method=method, candidates=candidates)
+              vocab_align="soft", onehot="next", workers=1, method=method, candidates=candidates, values="logits")
     _record(benchmark, blocks)
 
 

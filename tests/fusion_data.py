@@ -28,7 +28,7 @@ def teacher_row(rng, length, *, slots, num_bytes=10):
     return {
         "input_ids": rng.integers(0, VOCAB, size=length).astype(np.int32),
         "topk_ids": rng.integers(0, VOCAB, size=(length, slots)).astype(np.int32),
-        "topk_logits": rng.normal(size=(length, slots)).astype(np.float32),
+        "topk_log_probs": rng.normal(size=(length, slots)).astype(np.float32),
         "token_ce": token_ce.astype(np.float32),
         "ce": float(token_ce.mean()),
         "total_ce": float(token_ce.sum()),

@@ -68,7 +68,7 @@ def test_build_fusion_examples_rejects_mismatches():
         build_fusion_examples(target, [aligned_batch(rng, [4, 4], slots=2)], source_rows)
     with pytest.raises(InvalidInputError, match=r"target_rows\[0\]: lacks \['total_ce', 'num_bytes'\]"):
         build_fusion_examples(
-            [{"input_ids": [1], "topk_ids": [[1]], "topk_logits": [[0.0]], "ce": 1.0}], [good], source_rows
+            [{"input_ids": [1], "topk_ids": [[1]], "topk_log_probs": [[0.0]], "ce": 1.0}], [good], source_rows
         )
     with pytest.raises(InvalidInputError, match="ce_unit"):
         build_fusion_examples(target, [good], source_rows, ce_unit="char")
@@ -161,10 +161,10 @@ def test_token_level_ce_is_carried_over_through_the_alignment():
     # 1 and 2 with source positions 0 and 1 (source_positions). Target positions without a pair,
     # and positions that predict nothing (the last), take the text's CE.
     target = {"input_ids": np.array([1, 2, 3], np.int32), "topk_ids": np.zeros((3, 1), np.int32),
-              "topk_logits": np.zeros((3, 1), np.float32), "token_ce": np.array([0.8, 1.2], np.float32),
+              "topk_log_probs": np.zeros((3, 1), np.float32), "token_ce": np.array([0.8, 1.2], np.float32),
               "ce": 1.0, "total_ce": 2.0, "num_bytes": 5}
     source = {"input_ids": np.array([4, 5], np.int32), "topk_ids": np.zeros((2, 1), np.int32),
-              "topk_logits": np.zeros((2, 1), np.float32), "token_ce": np.array([0.6], np.float32),
+              "topk_log_probs": np.zeros((2, 1), np.float32), "token_ce": np.array([0.6], np.float32),
               "ce": 0.6, "total_ce": 0.6, "num_bytes": 5}
     aligned = SimpleNamespace(ids=np.zeros((1, 3, 1), np.int32), logits=np.zeros((1, 3, 1), np.float32),
                               lengths=np.array([3]), source_positions=np.array([[-1, 0, 1]], np.int32))

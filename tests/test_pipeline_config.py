@@ -55,7 +55,7 @@ def test_training_arguments_rename_fields_and_leave_out_the_stages_own():
         "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 1e-5,
         "lr_scheduler_type": "cosine", "warmup_steps": 0.008, "weight_decay": 0.1, "adam_beta2": 0.95,
         "num_train_epochs": 1.0, "max_steps": -1, "bf16": False, "seed": 42, "logging_steps": 10,
-        "data_seed": 42, "save_strategy": "no", "save_steps": 500,
+        "dataloader_num_workers": 2, "data_seed": 42, "save_strategy": "no", "save_steps": 500,
     }
     chosen = TrainConfig(seed=3, save_steps=20, deepspeed="ds.json", fsdp="full_shard", fsdp_config="f.json")
     assert chosen.training_arguments() == arguments | {

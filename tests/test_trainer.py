@@ -299,11 +299,12 @@ def test_pipeline_from_texts_through_alignment_to_training(tmp_path):
     target_model, source_model = tiny_llama(), tiny_llama(seed=1)
     target_model.resize_token_embeddings(len(target_tokenizer))
     source_model.resize_token_embeddings(len(source_tokenizer))
-    target = extract_topk(target_model, target_tokenizer, PIPELINE_CORPUS, k=4).with_format("numpy")
-    source = extract_topk(source_model, source_tokenizer, PIPELINE_CORPUS, k=4).with_format("numpy")
+    target = extract_topk(target_model, target_tokenizer, PIPELINE_CORPUS, k=4)
+    source = extract_topk(source_model, source_tokenizer, PIPELINE_CORPUS, k=4)
 
     aligner = Aligner.from_tokenizers(source_tokenizer, target_tokenizer, source_marker="Ġ", target_marker="▁")
-    aligned = align_batch(aligner, target["input_ids"], source["input_ids"], source["topk_ids"], source["topk_logits"])
+    aligned = align_batch(aligner, [r["input_ids"] for r in target], [r["input_ids"] for r in source],
+                          [r["topk_ids"] for r in source], [r["topk_log_probs"] for r in source], values="log_probs")
     assert aligned.counts.matched > 0
     examples = build_fusion_examples(target, [aligned], [source], ce_unit="byte")
     for b, example in enumerate(examples):

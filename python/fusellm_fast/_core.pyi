@@ -32,6 +32,15 @@ def token_bytes(
     vocabulary's space marker."""
 
 @final
+def needs_vocab_map(
+    *,
+    vocab_align: Literal["soft", "hard"],
+    method: Literal["dtw", "offsets", "boundary"],
+    candidates: Literal["mined", "prefix"],
+) -> bool:
+    """Whether ``Aligner.align`` with these options uses the MinED map (soft mode with ``dtw`` or
+    ``mined`` candidates)."""
+
 class Vocabularies:
     """Two vocabularies read with their options; immutable.
 
@@ -104,6 +113,7 @@ class Aligner:
         workers: int,
         method: Literal["dtw", "offsets", "boundary"],
         candidates: Literal["mined", "prefix"],
+        values: Literal["logits", "log_probs"],
     ) -> tuple[
         NDArray[np.int32], NDArray[np.float32], NDArray[np.int8], NDArray[np.int32], dict[str, int],
         Literal["logits", "log_probs"],
@@ -117,5 +127,6 @@ class Aligner:
         every position ``[B, max target length]``, the source position paired with
         each (-1: none), the counts (``positions``,
         ``matched``, ``onehot``, ``empty``, ``dropped_candidates``, ``fallback_texts``,
-        ``kept_mass``) and what the logits hold (``"log_probs"`` for prefix candidates).
+        ``kept_mass``) and what the logits hold (``"log_probs"`` for prefix candidates or log-probability
+        inputs, ``values``).
         """

@@ -76,12 +76,14 @@ class AlignedBatch:
         source_positions: int32 ``[batch, max target length]``: the source position
             whose top-k list a position received (its token's index in the source
             tokenization), -1 where none (stand-ins, padding).
-        values_are: ``"logits"`` (``candidates="mined"``): the source logits of
-            the ids, and 1.0 for a one-hot stand-in. ``"log_probs"``
-            (``candidates="prefix"``): the natural log of each id's probability
-            under the softmax over the source's top-k list, summed over the
-            candidates that map onto it (so the exponentials add up to the kept
-            mass, at most 1), and 0.0 (probability 1) for a one-hot stand-in.
+        values_are: ``"logits"`` (``candidates="mined"`` on logits): the source
+            logits of the ids, and 1.0 for a one-hot stand-in. ``"log_probs"``
+            (``candidates="prefix"``, or ``values="log_probs"``): the natural log of
+            each id's probability, summed over the candidates that map onto it, and
+            0.0 (probability 1) for a one-hot stand-in; the probability is the one
+            the inputs give with ``values="log_probs"`` (under the model's full
+            softmax, so the tail is ``1 - sum(exp)``), otherwise the softmax over
+            the source's top-k list (the exponentials add up to the kept mass).
             Either way a softmax over a position's filled slots gives its
             distribution over the listed ids.
     """
@@ -287,26 +289,24 @@ class Aligner:
 def align_batch(
     aligner: Aligner, target_ids: Any, source_ids: Any, source_topk_ids: Any, source_topk_logits: Any, *,
     vocab_align: Literal["soft", "hard"] = "soft", onehot: Literal["next", "current"] = "next", workers: int = -1,
-    target_lengths: Any = None, source_lengths: Any = None,
-    method: Literal["dtw", "offsets", "boundary"] = "dtw", candidates: Literal["mined", "prefix"] = "mined",
+    target_lengths: Any = None, source_lengths: Any = None, method: Literal["dtw", "offsets", "boundary"] = "dtw",
+    candidates: Literal["mined", "prefix"] = "mined", values: Literal["logits", "log_probs"] = "logits",
 ) -> AlignedBatch:
     """Aligns the source model's top-k distributions to the target tokenization.
 
-    Per text, the two tokenizations are aligned by dynamic time warping over token strings
-    (edit-distance costs, space markers removed); a target position aligned to exactly one source
-    position whose token matches (equal after the marker swap, or, in soft mode, equal through the
-    MinED map) takes that position's top-k list, mapped into the target vocabulary; every other
-    position gets a one-hot stand-in. This reproduces FuseLLM (Wan et al., ICLR 2024) exactly, with
-    ``onehot="current"`` reproducing its off-by-one stand-in.
+    Per text, the two tokenizations are aligned by dynamic time warping over token strings (edit-distance
+    costs, space markers removed); a target position aligned to exactly one source position whose token matches
+    (equal after the marker swap, or, in soft mode, equal through the MinED map) takes that position's top-k
+    list, mapped into the target vocabulary; every other position gets a one-hot stand-in. This reproduces
+    FuseLLM (Wan et al., ICLR 2024) exactly, with ``onehot="current"`` reproducing its off-by-one stand-in.
 
-    ``method="offsets"`` and ``method="boundary"`` instead give every token the byte span it covers,
-    from the cumulative lengths of its exact bytes (O(n + m) per text, no edit distances):
-    ``offsets`` pairs a target position with the source position of identical span, ``boundary``
-    with the source position whose token ends at the same byte, because the distribution stored
-    there predicts the token that starts at that byte. Special tokens cover no bytes and are never
-    paired. When one side spells one leading space more (the SentencePiece dummy prefix) that side
-    is shifted by one byte; a text whose two spellings differ otherwise is aligned by ``dtw`` and
-    counted in ``counts.fallback_texts``.
+    ``method="offsets"`` and ``method="boundary"`` instead give every token the byte span it covers, from the
+    cumulative lengths of its exact bytes (O(n + m) per text, no edit distances): ``offsets`` pairs a target
+    position with the source position of identical span, ``boundary`` with the source position whose token
+    ends at the same byte, because the distribution stored there predicts the token that starts at that byte.
+    Special tokens cover no bytes and are never paired. When one side spells one leading space more (the
+    SentencePiece dummy prefix) that side is shifted by one byte; a text whose two spellings differ otherwise
+    is aligned by ``dtw`` and counted in ``counts.fallback_texts``.
 
     Args:
         aligner: the two vocabularies.
@@ -332,13 +332,15 @@ def align_batch(
             probabilities of candidates with the same image and writes
             log-probabilities (see :attr:`AlignedBatch.values_are`). The MinED
             map is built (in soft mode) only for ``dtw`` or ``mined``.
+        values: what ``source_topk_logits`` hold: ``"logits"``, or ``"log_probs"`` under the model's full softmax
+            (a teacher pass's); the output then stays so, one-hot stand-ins 0.0 (:attr:`AlignedBatch.values_are`).
 
     Returns:
         The aligned batch. Inputs are never modified.
 
     Raises:
-        InvalidInputError: mismatched batch sizes or shapes, ids outside a
-            vocabulary, non-finite logits, unknown option values.
+        InvalidInputError: mismatched batch sizes or shapes, ids outside a vocabulary, non-finite logits,
+            unknown option values.
         InputTypeError: non-integer ids, non-float logits, a wrong argument type.
 
     >>> aligner = Aligner(["Ġthe", "Ġcat", "Ġc", "at"], ["▁the", "▁cat", "▁c", "at"])
@@ -359,8 +361,8 @@ def align_batch(
     s_flat, s_starts, s_lengths = sequences(source_ids, source_lengths, "source_ids", "source_lengths")
     k_ids, k_logits, k = topk_rows(source_topk_ids, source_topk_logits, s_lengths)
     ids, logits, status, source_positions, counts, values_are = aligner._core.align(
-        t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k=k,
-        vocab_align=vocab_align, onehot=onehot, workers=workers, method=method, candidates=candidates,
+        t_flat, t_starts, t_lengths, s_flat, s_starts, s_lengths, k_ids, k_logits, k=k, vocab_align=vocab_align,
+        onehot=onehot, workers=workers, method=method, candidates=candidates, values=values,
     )
     return AlignedBatch(ids=ids, logits=logits, lengths=t_lengths, status=status, counts=AlignmentCounts(**counts),
                         source_positions=source_positions, values_are=values_are)

@@ -8,6 +8,7 @@ FuseLLM: Wan et al., "Knowledge Fusion of Large Language Models", ICLR 2024, arX
     fusellm-fast align --target DIR --source DIR [--source DIR ...] -o DIR
     fusellm-fast train TARGET_MODEL ALIGNED_DIR -o OUT [--method min_ce|avg_ce] [--lm-weight 0.9]
         [--level sequence|token|text] [--tail renormalize|bucket]
+    fusellm-fast train TARGET_MODEL --target-pass DIR --source-pass DIR [--source-pass DIR ...] -o OUT
     fusellm-fast eval MODEL [MODEL ...] --data [NAME=]DATA ... -o DIR [--per-token-of MODEL] [--tasks bbh,...]
 
 Every stage prints a JSON summary when it is done (and writes it next to its output). Any error
@@ -146,6 +147,8 @@ def _add_extract(commands: Any) -> None:
     extract.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: first GPU if any)")
     extract.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                          help="weights' dtype (default: the checkpoint's)")
+    extract.add_argument("--values-dtype", choices=("float16", "float32"), default="float16",
+                         help="how the top-k log-probabilities are stored (default: %(default)s)")
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(run=_run_extract)
 
@@ -155,24 +158,31 @@ def _add_align(commands: Any) -> None:
     align.add_argument("--target", required=True, help="the target model's extract directory")
     align.add_argument("--source", required=True, action="append", help="a source's extract directory (repeat)")
     align.add_argument("-o", "--output", required=True)
-    align.add_argument("--vocab-map", action="append", default=None,
-                       help="a vocab-map file per source, in --source order (default: built here)")
-    align.add_argument("--vocab-align", choices=("soft", "hard"), default="soft")
-    align.add_argument("--onehot", choices=("next", "current"), default="next",
-                       help="token a one-hot stand-in points at; 'current' reproduces the published code")
-    align.add_argument("--ce-level", choices=("sequence", "token"), default="sequence",
-                       help="one CE per text (the paper) or per target position (default: %(default)s)")
-    align.add_argument("--ce-unit", choices=("token", "byte"), default="token",
-                       help="CE that ranks the teachers: per token (paper) or per byte of text")
-    align.add_argument("--method", choices=("dtw", "offsets", "boundary"), default="dtw",
-                       help="how positions are paired (default: %(default)s)")
-    align.add_argument("--candidates", choices=("mined", "prefix"), default="mined",
-                       help="how source candidates map to target ids (default: %(default)s)")
-    align.add_argument("--normalize", choices=("marker", "bytes"), default="marker",
-                       help="token normalization of the MinED map and of dtw (default: %(default)s)")
+    _add_alignment_options(align, "--source")
     align.add_argument("--workers", type=int, default=-1)
     align.add_argument("--no-progress", action="store_true")
     align.set_defaults(run=_run_align)
+
+
+def _add_alignment_options(parser: argparse.ArgumentParser, source_flag: str, method_flag: str = "--method") -> None:
+    """The options of how sources are aligned, shared by ``align`` and ``train`` (whose ``--method``
+    is the fusion's, so that the alignment's is ``--align-method`` there)."""
+    parser.add_argument("--vocab-map", action="append", default=None,
+                        help=f"a vocab-map file per source, in {source_flag} order "
+                             "(default: cached in the source's directory)")
+    parser.add_argument("--vocab-align", choices=("soft", "hard"), default="soft")
+    parser.add_argument("--onehot", choices=("next", "current"), default="next",
+                        help="token a one-hot stand-in points at; 'current' reproduces the published code")
+    parser.add_argument("--ce-level", choices=("sequence", "token"), default="sequence",
+                        help="one CE per text (the paper) or per target position (default: %(default)s)")
+    parser.add_argument("--ce-unit", choices=("token", "byte"), default="token",
+                        help="CE that ranks the teachers: per token (paper) or per byte of text")
+    parser.add_argument(method_flag, dest="align_method", choices=("dtw", "offsets", "boundary"), default="dtw",
+                        help="how positions are paired (default: %(default)s)")
+    parser.add_argument("--candidates", choices=("mined", "prefix"), default="mined",
+                        help="how source candidates map to target ids (default: %(default)s)")
+    parser.add_argument("--normalize", choices=("marker", "bytes"), default="marker",
+                        help="token normalization of the MinED map and of dtw (default: %(default)s)")
 
 
 def _add_train(commands: Any) -> None:
@@ -180,8 +190,12 @@ def _add_train(commands: Any) -> None:
 
     train = commands.add_parser("train", help="train the target with the FuseLLM objective (FusionTrainer)")
     train.add_argument("target_model", metavar="TARGET_MODEL")
-    train.add_argument("aligned", metavar="ALIGNED_DIR")
+    train.add_argument("aligned", metavar="ALIGNED_DIR", nargs="?", default=None,
+                       help="output of align; or give --target-pass and --source-pass to align on the fly")
     train.add_argument("-o", "--output", required=True)
+    train.add_argument("--target-pass", default=None, help="the target model's extract directory")
+    train.add_argument("--source-pass", action="append", default=[], help="a source's extract directory (repeat)")
+    _add_alignment_options(train, "--source-pass", "--align-method")
     TrainConfig.add_arguments(train)
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=_run_train)
@@ -241,26 +255,33 @@ def _run_extract(args: argparse.Namespace) -> dict[str, Any]:
         args.model, args.data, args.output, top_k=args.top_k, max_length=args.max_length,
         batch_size=args.batch_size, shard=parse_shard(args.shard), chunk_texts=args.chunk_texts,
         text_column=args.text_column, split_chars=args.split_chars or None, device=args.device, dtype=args.dtype,
-        show_progress=not args.no_progress,
+        values_dtype=args.values_dtype, show_progress=not args.no_progress,
     )
     return asdict(summary)
+
+
+def _alignment_options(args: argparse.Namespace) -> Any:
+    from .pipeline import AlignmentOptions
+
+    return AlignmentOptions(vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit,
+                            ce_level=args.ce_level, method=args.align_method, candidates=args.candidates,
+                            normalize=args.normalize)
 
 
 def _run_align(args: argparse.Namespace) -> dict[str, Any]:
     from .pipeline import align
 
-    summary = align(args.target, args.source, args.output, vocab_maps=args.vocab_map,
-                    vocab_align=args.vocab_align, onehot=args.onehot, ce_unit=args.ce_unit, ce_level=args.ce_level,
-                    method=args.method, candidates=args.candidates, normalize=args.normalize, workers=args.workers,
-                    show_progress=not args.no_progress)
+    summary = align(args.target, args.source, args.output, vocab_maps=args.vocab_map, workers=args.workers,
+                    show_progress=not args.no_progress, **asdict(_alignment_options(args)))
     return asdict(summary)
 
 
 def _run_train(args: argparse.Namespace) -> dict[str, Any]:
     from .pipeline import TrainConfig, train
 
-    summary = train(args.target_model, args.aligned, args.output, config=TrainConfig.from_arguments(args),
-                    show_progress=not args.no_progress)
+    summary = train(args.target_model, args.aligned, args.output, target_pass=args.target_pass,
+                    source_passes=args.source_pass, alignment=_alignment_options(args), vocab_maps=args.vocab_map,
+                    config=TrainConfig.from_arguments(args), show_progress=not args.no_progress)
     result = asdict(summary)
     result.pop("log_history")
     return result

@@ -8,7 +8,10 @@ a *fusion example*, a mapping of arrays:
 - ``input_ids``: ``int [L]`` the target tokenization;
 - ``teacher_ids``: ``int [N, L, K]`` model 0 the target's own top-k ids, models 1..N-1 the aligned
   sources; ``-1`` marks an empty slot;
-- ``teacher_logits``: ``float [N, L, K]`` their logits;
+- ``teacher_logits``: ``float [N, L, K]`` their values: log-probabilities under each model's full
+  softmax, as a calibrated teacher pass stores them (``1 - sum(exp(...))`` is a position's tail
+  mass; one-hot stand-ins hold 0.0), or logits; a softmax over a position's filled slots gives
+  its distribution over the listed ids either way;
 - ``teacher_ce``: ``float [N]`` each model's cross-entropy on the text, or ``[N, L]`` one per
   position (token level);
 - ``segment_ids`` (packed blocks of ``level="text"`` only): ``int [L]`` the text segment of each
@@ -42,7 +45,7 @@ __all__ = [
 
 EXAMPLE_KEYS = ("input_ids", "teacher_ids", "teacher_logits", "teacher_ce")
 SEGMENT_KEY = "segment_ids"
-_TEACHER_ROW_KEYS = ("input_ids", "topk_ids", "topk_logits", "ce", "total_ce", "num_bytes")
+_TEACHER_ROW_KEYS = ("input_ids", "topk_ids", "topk_log_probs", "ce", "total_ce", "num_bytes")
 
 
 class AlignedLists(Protocol):
@@ -67,10 +70,11 @@ def build_fusion_examples(
 
     Args:
         target_rows: the target model's row of each text ``b``, as :func:`~fusellm_fast.teacher.extract_topk`
-            writes them (``input_ids``, ``topk_ids``, ``topk_logits``, ``ce``, ``total_ce``,
-            ``num_bytes``); a ``datasets.Dataset`` works.
+            writes them (``input_ids``, ``topk_ids``, ``topk_log_probs``, ``ce``, ``total_ce``,
+            ``num_bytes``).
         aligned_sources: per source, its lists aligned onto the target tokens of the same texts
-            (the result of ``align_batch``); row ``b`` has length ``len(target_rows[b]["input_ids"])``.
+            (the result of ``align_batch``, with ``values="log_probs"`` for calibrated teacher
+            rows); row ``b`` has length ``len(target_rows[b]["input_ids"])``.
         source_rows: per source, its own teacher row of each text, for its cross-entropy.
         ce_unit: ``"token"`` is the paper's mean CE per token of each model's own tokenization;
             ``"byte"`` divides the text's total CE by its UTF-8 bytes, which compares models with
@@ -94,7 +98,7 @@ def build_fusion_examples(
             ``byte_lengths`` is missing where it is needed.
 
     >>> from types import SimpleNamespace
-    >>> row = {"input_ids": [5, 6, 2], "topk_ids": [[6, 7]] * 3, "topk_logits": [[1.0, 0.0]] * 3,
+    >>> row = {"input_ids": [5, 6, 2], "topk_ids": [[6, 7]] * 3, "topk_log_probs": [[-0.5, -1.5]] * 3,
     ...        "ce": 1.5, "total_ce": 3.0, "num_bytes": 6}
     >>> aligned = SimpleNamespace(ids=np.full((1, 3, 1), -1), logits=np.zeros((1, 3, 1)), lengths=np.array([3]))
     >>> example = build_fusion_examples([row], [aligned], [[row]], ce_unit="byte")[0]
@@ -160,7 +164,7 @@ def _fusion_example(b: int, own: Mapping[str, Any], aligned_sources: Sequence[Al
     own_ce = rule.text(f"target_rows[{b}]", own)
     input_ids = np.asarray(own["input_ids"], dtype=np.int32)
     length = len(input_ids)
-    lists = [(np.asarray(own["topk_ids"]), np.asarray(own["topk_logits"]))]
+    lists = [(np.asarray(own["topk_ids"]), np.asarray(own["topk_log_probs"]))]
     for n, aligned in enumerate(aligned_sources):
         if int(aligned.lengths[b]) != length:
             raise InvalidInputError(

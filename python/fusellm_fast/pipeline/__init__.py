@@ -10,13 +10,14 @@ Its stages, each a function here, a module of this package and a subcommand of t
 2. :func:`extract` (:mod:`.extraction`): the teacher pass of one model (target or source) over the
    corpus: its own tokenization, top-k next-token lists and cross-entropy per text.
    ``shard=(i, n)`` runs one n-th of the corpus, so that many devices share the pass.
-3. :func:`align` (:mod:`.alignment`): carries every source's lists over to the target
-   tokenization and vocabulary.
+3. :func:`align` (:mod:`.alignment`, optional): carries every source's lists over to the target
+   tokenization and vocabulary, and writes them.
 4. :func:`train` (:mod:`.training`): continual training of the target with ``FusionTrainer``,
-   with the options of a :class:`TrainConfig`.
+   with the options of a :class:`TrainConfig`, on ``align``'s output or on the teacher passes
+   themselves, aligned on the fly (:mod:`.teacher_passes`).
 
-Every stage writes a ``datasets`` directory (``save_to_disk``) or a model directory, plus a JSON
-summary; the formats are described in each stage's module. Mistakes a user can make (a missing
+Every stage writes its data directory or a model directory, plus a JSON summary; the formats are
+described in each stage's module. Mistakes a user can make (a missing
 path, a tokenizer that does not fit its model, outputs of different corpora) raise
 :class:`PipelineError` with one line that says what to fix.
 """
@@ -33,6 +34,7 @@ from .corpus import read_corpus, split_text
 from .errors import PipelineError
 from .extraction import ExtractedPass, extract, load_extracted, parse_shard
 from .storage import PathLike, nested_array
+from .teacher_passes import AlignmentOptions, TeacherPasses, open_teacher_passes
 from .summaries import (
     SUMMARY_FILE,
     AlignSummary,
@@ -47,6 +49,7 @@ from .vocab_mapping import build_vocab_map
 
 __all__ = [
     "AlignSummary",
+    "AlignmentOptions",
     "ExtractSummary",
     "PipelineError",
     "TrainConfig",

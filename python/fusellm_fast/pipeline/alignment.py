@@ -8,12 +8,14 @@ and saved as ``output/data/part-PPPPPP/``, a ``datasets`` directory with one row
 - ``text_index`` int64; ``input_ids`` int32 ``[L]``: the target tokenization;
 - ``teacher_ids`` int32 ``[M, L, K]`` and ``teacher_logits`` float32 ``[M, L, K]``: model 0 is
   the target's own top-k, models 1..M-1 the sources in the order given, aligned onto the target
-  vocabulary; ``-1`` marks an empty slot;
+  vocabulary; ``-1`` marks an empty slot. The values are log-probabilities under each model's
+  full softmax (``values_are: "log_probs"`` in the summary), 0.0 for a one-hot stand-in;
 - ``teacher_ce`` float32 ``[M]`` (``[M, L]`` at ``ce_level="token"``): each model's CE on the
   text, in the unit ``ce_unit``.
 
 These are the fusion examples of :mod:`fusellm_fast.fusion_examples`; ``output/summary.json`` is an
-:class:`AlignSummary`.
+:class:`AlignSummary`. ``train`` computes the same examples on the fly from the teacher passes, so
+this stage is optional: a precompute, and a way to inspect the alignment.
 """
 
 from __future__ import annotations
@@ -21,20 +23,18 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 from .._choices import CeLevel, CeUnit
-from ..alignment import Aligner, align_batch
-from ..errors import MarkerDetectionError, VocabMapError
-from ..fusion_examples import build_fusion_examples
-from ..hf import token_byte_lengths
-from ..vocab_map import Normalize, VocabMap
+from ..alignment import Aligner
+from ..vocab_map import Normalize
 from .errors import PipelineError
-from .extraction import ExtractedPass, load_extracted
 from .progress import progress_bar, show_token_rate
 from .storage import PathLike, nested_array, save_atomically
 from .summaries import AlignSummary, read_summary, write_summary
+from .teacher_passes import AlignmentOptions, TeacherPasses, open_teacher_passes
 
 __all__ = ["align", "load_aligned"]
 
@@ -65,7 +65,8 @@ def align(
         target: the target model's teacher directory (from :func:`extract`).
         sources: the source models' teacher directories.
         output: the directory to write; ``output/summary.json`` is an :class:`AlignSummary`.
-        vocab_maps: per source, a map file from :func:`build_vocab_map` or ``None`` to build it.
+        vocab_maps: per source, a map file from :func:`build_vocab_map` or ``None`` to use the
+            one cached in the source's directory, or build and cache it there.
         vocab_align: ``"soft"`` (MinED map, the paper's default) or ``"hard"``.
         onehot: where a one-hot stand-in puts its mass: ``"next"`` target token (correct) or
             ``"current"`` (the published code's off-by-one).
@@ -86,27 +87,27 @@ def align(
         The summary, with each source's match rate.
 
     Raises:
-        PipelineError: a directory is missing or unfinished, or the passes were made over
-            different corpora or with different ``top_k``.
+        PipelineError: a directory is missing, unfinished or of an older format, or the passes
+            were made over different corpora.
 
     >>> align("teacher/target", ["teacher/a", "teacher/b"], "aligned")  # doctest: +SKIP
     AlignSummary(texts=..., sources=[{'directory': 'teacher/a', 'matched_rate': 0.58, ...}, ...])
     """
     started = time.perf_counter()
-    target_pass, source_passes, aligners = _prepare(target, sources, vocab_maps, normalize)
-    pairing = {"vocab_align": vocab_align, "onehot": onehot, "method": method, "candidates": candidates}
-    examples = {"ce_unit": ce_unit, "ce_level": ce_level}
-    counts, target_tokens = _write_parts(Path(output), target_pass, source_passes, aligners, batch_texts=batch_texts,
-                                         pairing=pairing, examples=examples, workers=workers,
+    options = AlignmentOptions(vocab_align=vocab_align, onehot=onehot, ce_unit=ce_unit, ce_level=ce_level,
+                               method=method, candidates=candidates, normalize=normalize)
+    passes = open_teacher_passes(target, sources, options, vocab_maps=vocab_maps)
+    counts, target_tokens = _write_parts(Path(output), passes, batch_texts=batch_texts, workers=workers,
                                          show_progress=show_progress)
     seconds = time.perf_counter() - started
     summary = AlignSummary(
-        texts=len(target_pass.records),
+        texts=len(passes),
         target_tokens=target_tokens,
-        sources=[_source_report(source, c, aligner) for source, c, aligner in zip(sources, counts, aligners)],
-        **pairing, **examples, normalize=normalize,
-        target_tokenizer_fingerprint=target_pass.identity["tokenizer_fingerprint"],
-        corpus_fingerprint=target_pass.identity["corpus_fingerprint"],
+        sources=[_source_report(source, c, aligner) for source, c, aligner in zip(sources, counts, passes.aligners)],
+        **asdict(options),
+        values_are=passes.values_are,
+        target_tokenizer_fingerprint=passes.target.identity["tokenizer_fingerprint"],
+        corpus_fingerprint=passes.target.identity["corpus_fingerprint"],
         seconds=seconds,
         tokens_per_second=target_tokens / seconds if seconds else 0.0,
     )
@@ -114,81 +115,30 @@ def align(
     return summary
 
 
-def _prepare(target: PathLike, sources: Sequence[PathLike], vocab_maps: Sequence[PathLike | None] | None,
-             normalize: Normalize) -> tuple[ExtractedPass, list[ExtractedPass], list[Aligner]]:
-    """The teacher passes, checked to be over the same corpus, and an aligner per source."""
-    if not sources:
-        raise PipelineError("--source: give at least one source model's teacher directory")
-    vocab_maps = list(vocab_maps) if vocab_maps else [None] * len(sources)
-    if len(vocab_maps) != len(sources):
-        raise PipelineError(f"--vocab-map: got {len(vocab_maps)} maps for {len(sources)} sources; give one per source")
-    target_pass = load_extracted(target, arg="--target")
-    source_passes = [load_extracted(s, arg="--source") for s in sources]
-    for source_pass in source_passes:
-        if source_pass.identity["corpus_fingerprint"] != target_pass.identity["corpus_fingerprint"]:
-            raise PipelineError(
-                f"--source: {str(source_pass.directory)!r} was extracted from another corpus than the target "
-                f"{str(target_pass.directory)!r}; run every model over the same corpus"
-            )
-    aligners = [_aligner(source_pass, target_pass, map_path, normalize)
-                for source_pass, map_path in zip(source_passes, vocab_maps)]
-    return target_pass, source_passes, aligners
-
-
-def _aligner(source_pass: ExtractedPass, target_pass: ExtractedPass, map_path: PathLike | None,
-             normalize: Normalize) -> Aligner:
-    """The aligner of one source; its vocabulary map is read from ``map_path``, or built on first use."""
-    vocab_map = None
-    if map_path is not None:
-        if not Path(map_path).is_file():
-            raise PipelineError(f"--vocab-map: {str(map_path)!r} does not exist")
-        vocab_map = VocabMap.load(map_path)
-    try:
-        return Aligner.from_tokenizers(source_pass.tokenizer, target_pass.tokenizer, vocab_map=vocab_map,
-                                       normalize=normalize)
-    except VocabMapError as error:
-        raise PipelineError(f"--vocab-map: {str(map_path)!r} {error}") from None
-    except MarkerDetectionError as error:
-        raise PipelineError(f"--source: {str(source_pass.directory)!r}: {error}") from None
-
-
-def _write_parts(output: Path, target_pass: ExtractedPass, source_passes: list[ExtractedPass],
-                 aligners: list[Aligner], *, batch_texts: int, pairing: dict[str, str], examples: dict[str, str],
-                 workers: int, show_progress: bool) -> tuple[list[dict[str, Any]], int]:
+def _write_parts(output: Path, passes: TeacherPasses, *, batch_texts: int, workers: int,
+                 show_progress: bool) -> tuple[list[dict[str, Any]], int]:
     """Aligns and saves the texts batch by batch; per source its summed counts, and the target tokens."""
     import pyarrow as pa
 
-    byte_lengths = None
-    if examples["ce_level"] == "token" and examples["ce_unit"] == "byte":
-        byte_lengths = [token_byte_lengths(p.tokenizer) for p in (target_pass, *source_passes)]
-    target_records = target_pass.records.with_format("numpy")
-    source_records = [p.records.with_format("numpy") for p in source_passes]
-    total = len(target_records)
-    counts = [_zero_counts() for _ in source_passes]
+    total = len(passes)
+    counts = [_zero_counts() for _ in passes.sources]
     output.mkdir(parents=True, exist_ok=True)
     # Each batch goes to disk as its own part, so that memory holds one batch whatever the corpus size.
     parts = output / "data"
     shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir()
     target_tokens = 0
+    text_index = passes.target.records.column("text_index")
     with progress_bar(total, "align", "text", show=show_progress) as bar:
         for start in range(0, total, batch_texts):
-            own = target_records[start : start + batch_texts]
-            others = [records[start : start + batch_texts] for records in source_records]
-            aligned_sources = []
-            for source_counts, aligner, theirs in zip(counts, aligners, others):
-                aligned = align_batch(aligner, list(own["input_ids"]), list(theirs["input_ids"]),
-                                      list(theirs["topk_ids"]), list(theirs["topk_logits"]), workers=workers,
-                                      **pairing)
+            rows, batches = passes.aligned(start, start + batch_texts, workers=workers)
+            for source_counts, aligned in zip(counts, batches):
                 for key in source_counts:
                     source_counts[key] += getattr(aligned.counts, key)
-                aligned_sources.append(aligned)
-            rows = build_fusion_examples(_rows(own), aligned_sources, [_rows(theirs) for theirs in others],
-                                         byte_lengths=byte_lengths, **examples)
-            table = {"text_index": pa.array(own["text_index"], pa.int64())}
+            table = {"text_index": pa.array(text_index[start : start + len(rows)], pa.int64())}
             table.update({key: nested_array([row[key] for row in rows]) for key in _EXAMPLE_COLUMNS})
             save_atomically(pa.table(table), parts / f"part-{start // batch_texts:06d}")
-            target_tokens += int(sum(len(ids) for ids in own["input_ids"]))
+            target_tokens += int(sum(len(row["input_ids"]) for row in rows))
             bar.update(len(rows))
             show_token_rate(bar, target_tokens)
     return counts, target_tokens
@@ -197,11 +147,6 @@ def _write_parts(output: Path, target_pass: ExtractedPass, source_passes: list[E
 def _zero_counts() -> dict[str, Any]:
     return {"matched": 0, "onehot": 0, "empty": 0, "dropped_candidates": 0, "positions": 0, "fallback_texts": 0,
             "kept_mass": 0.0}
-
-
-def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows of a column batch of teacher records."""
-    return [{key: batch[key][b] for key in batch} for b in range(len(batch["input_ids"]))]
 
 
 def _source_report(source: PathLike, counts: dict[str, Any], aligner: Aligner) -> dict[str, Any]:

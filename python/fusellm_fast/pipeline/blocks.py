@@ -1,4 +1,5 @@
-"""The training blocks: aligned rows cut into fixed-length blocks, read from disk on demand."""
+"""The training blocks: fusion examples cut into fixed-length blocks, read from disk (aligned rows)
+or aligned from the teacher passes on demand."""
 
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ __all__ = ["PackedBlocks"]
 
 
 class PackedBlocks:
-    """Aligned rows cut into ``block_size``-token training blocks, read from disk on demand.
+    """Fusion examples cut into ``block_size``-token training blocks, made on demand.
 
     Block ``i`` holds tokens ``[i * block_size, (i + 1) * block_size)`` of all rows concatenated,
     as :func:`fusellm_fast.fusion_examples.pack_examples` would cut them (the remainder is dropped), but
     only the rows it overlaps are read, so that a corpus far larger than memory trains as well.
+    The rows are those :func:`~fusellm_fast.pipeline.align` wrote (a ``datasets.Dataset``), or
+    anything with ``lengths`` (the tokens of every text) and ``examples(first, last)`` (the fusion
+    examples of texts ``first`` to ``last``), such as
+    :class:`~fusellm_fast.pipeline.teacher_passes.TeacherPasses`, which aligns them on the spot:
+    in the data loader's worker processes when the trainer has them.
 
     >>> blocks = PackedBlocks(load_aligned("aligned", arg="ALIGNED_DIR")[0], block_size=2048)  # doctest: +SKIP
     >>> blocks[0]["input_ids"].shape  # doctest: +SKIP
@@ -30,15 +36,9 @@ class PackedBlocks:
         if not (isinstance(block_size, int) and block_size >= 1):
             raise PipelineError(f"--block-size: must be a positive int, got {block_size!r}")
         self._level = level
-        import pyarrow.compute as pc
-
-        # Rows are read as Arrow and turned into arrays by hand: the numpy formatter of ``datasets``
-        # walks nested lists element by element, which costs more than a training step.
-        self._rows = rows.with_format("arrow")
+        self._rows = rows if hasattr(rows, "examples") else _AlignedRows(rows)
         self._block_size = block_size
-        # Row lengths straight from the Arrow offsets: the token ids themselves stay on disk.
-        lengths = pc.list_value_length(self._rows[:]["input_ids"]).to_numpy().astype(np.int64)
-        self._row_starts = np.concatenate([[0], np.cumsum(lengths)])
+        self._row_starts = np.concatenate([[0], np.cumsum(self._rows.lengths)]).astype(np.int64)
 
     def __len__(self) -> int:
         return int(self._row_starts[-1] // self._block_size)
@@ -49,8 +49,7 @@ class PackedBlocks:
         start = index * self._block_size
         first = int(np.searchsorted(self._row_starts, start, side="right")) - 1
         last = int(np.searchsorted(self._row_starts, start + self._block_size, side="left"))
-        table = self._rows[first:last]
-        rows = [{name: rectangular_array(table[name][r]) for name in table.column_names} for r in range(last - first)]
+        rows = self._rows.examples(first, last)
         offset = start - int(self._row_starts[first])
         # A text's CE is one value for all its tokens, so trimming the first row keeps the block's mean
         # right; token-level CE is trimmed with the tokens.
@@ -60,3 +59,20 @@ class PackedBlocks:
                    "teacher_logits": rows[0]["teacher_logits"][:, offset:],
                    "teacher_ce": ce[:, offset:] if ce.ndim == 2 else ce}
         return pack_examples(rows, block_size=self._block_size, level=self._level)[0]
+
+
+class _AlignedRows:
+    """The rows :func:`~fusellm_fast.pipeline.align` wrote, as fusion examples."""
+
+    def __init__(self, rows: Any) -> None:
+        import pyarrow.compute as pc
+
+        # Rows are read as Arrow and turned into arrays by hand: the numpy formatter of ``datasets``
+        # walks nested lists element by element, which costs more than a training step.
+        self._rows = rows.with_format("arrow")
+        # Row lengths straight from the Arrow offsets: the token ids themselves stay on disk.
+        self.lengths = pc.list_value_length(self._rows[:]["input_ids"]).to_numpy().astype(np.int64)
+
+    def examples(self, first: int, last: int) -> list[dict[str, np.ndarray]]:
+        table = self._rows[first:last]
+        return [{name: rectangular_array(table[name][r]) for name in table.column_names} for r in range(last - first)]

@@ -50,6 +50,8 @@ class TrainConfig:
         gradient_accumulation_steps: steps per optimizer update.
         learning_rate, lr_scheduler, warmup_ratio, weight_decay, adam_beta2, epochs, max_steps,
             bf16, seed, logging_steps: as in ``transformers.TrainingArguments``.
+        dataloader_workers: data-loader worker processes (``dataloader_num_workers``): they read
+            the blocks, and align them when training on teacher passes.
         save_steps: checkpoint every so many steps; no checkpoints when omitted.
         deepspeed: a DeepSpeed JSON config path.
         fsdp, fsdp_config: the FSDP options of ``TrainingArguments``.
@@ -79,6 +81,8 @@ class TrainConfig:
     bf16: bool = False
     seed: int = 42
     logging_steps: int = 10
+    dataloader_workers: int = _option(2, help="data-loader processes; they align teacher passes on the fly",
+                                      argument="dataloader_num_workers")
     # Read by training_arguments, with seed: they set more than their own TrainingArguments field.
     save_steps: int | None = _option(None, help="checkpoint interval (default: none)", stage_only=True)
     deepspeed: str | None = _option(None, help="DeepSpeed JSON config", when_set=True)

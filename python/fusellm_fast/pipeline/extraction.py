@@ -5,11 +5,14 @@ Its tokenization, top-k next-token lists and cross-entropy per text, computed by
 many devices share the pass.
 
 Output format, in the output directory: the parts ``shard-IIIII-of-NNNNN/part-PPPPPP/``
-(``datasets`` directories with the columns of :func:`fusellm_fast.teacher.topk_features`:
-``text_index``, ``input_ids`` ``[L]`` (EOS appended, no BOS), ``topk_ids`` and ``topk_logits``
-``[L, K]``, ``token_ce`` ``[L - 1]``, ``ce``, ``total_ce``, ``num_bytes``, ``dropped``),
-``tokenizer/`` (the model's tokenizer), ``summary.json`` (what the pass was run on: corpus and
-tokenizer fingerprints) and ``shard-IIIII-of-NNNNN-summary.json`` (an :class:`ExtractSummary`).
+(``records.arrow``, the compact records of :mod:`fusellm_fast.teacher_records`: ``text_index``,
+``input_ids`` ``[L]`` (EOS appended, no BOS), ``topk_ids`` and ``topk_log_probs`` ``[L, K]``
+(log-probabilities under the model's full softmax), ``token_ce`` ``[L - 1]``, ``ce``,
+``total_ce``, ``num_bytes``; and ``part.json``, written last), ``tokenizer/`` (the model's
+tokenizer), ``summary.json`` (what the pass was run on: corpus and tokenizer fingerprints, and
+``values_are: "log_probs"``), ``shard-IIIII-of-NNNNN-summary.json`` (an :class:`ExtractSummary`)
+and, once a training or alignment run needed them, ``vocab-maps/`` (this model's MinED maps to
+each target, keyed by both tokenizers' fingerprints).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .._fingerprint import strings_fingerprint
 from .._shards import checked_shard, shard_range
 from ..errors import InvalidInputError
 from ..hf import load_model, load_tokenizer, tokenizer_vocabulary
+from ..teacher_records import VALUES_ARE
 from .corpus import read_corpus
 from .errors import PipelineError
 from .progress import progress_bar, show_token_rate
@@ -68,6 +72,7 @@ def extract(
     texts: Sequence[str] | None = None,
     device: str | None = None,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    values_dtype: Literal["float16", "float32"] = "float16",
     show_progress: bool = True,
 ) -> ExtractSummary:
     """Runs one model over one shard of the corpus and stores its teacher records.
@@ -93,6 +98,8 @@ def extract(
         device: ``"cuda"``, ``"cpu"``, ...; the first GPU if there is one when omitted.
         dtype: the weights' dtype; ``"auto"`` keeps the checkpoint's. Top-k and CE are computed
             in float32 either way.
+        values_dtype: how the top-k log-probabilities are stored: ``"float16"`` (compact, within
+            a half unit of 16-bit rounding) or ``"float32"``.
         show_progress: draw a progress bar.
 
     Returns:
@@ -121,7 +128,8 @@ def extract(
                       show=show_progress) as bar, _counting_forward(model, bar):
         try:
             records = extract_topk(model, tokenizer, corpus, k=top_k, max_length=max_length, batch_size=batch_size,
-                                   device=device, output_dir=output, shard=shard, texts_per_part=chunk_texts)
+                                   device=device, output_dir=output, shard=shard, texts_per_part=chunk_texts,
+                                   values_dtype=values_dtype)
         except InvalidInputError as error:
             raise PipelineError(f"extract: {error}") from None
     summary = _shard_summary(model_path, shard, records, top_k, max_length, identity, started)
@@ -151,8 +159,8 @@ def _default_device() -> str:
 
 def _shard_summary(model_path: PathLike, shard: tuple[int, int], records: Any, top_k: int, max_length: int,
                    identity: dict[str, Any], started: float) -> ExtractSummary:
-    lengths = np.array([len(ids) for ids in records["input_ids"]], dtype=np.int64)
-    total_ce = float(np.sum(records["total_ce"]))
+    lengths = records.lengths()
+    total_ce = float(np.sum(records.column("total_ce")))
     seconds = time.perf_counter() - started
     return ExtractSummary(
         model=str(model_path),
@@ -163,7 +171,8 @@ def _shard_summary(model_path: PathLike, shard: tuple[int, int], records: Any, t
         top_k=top_k,
         max_length=max_length,
         mean_ce=total_ce / max(int(np.maximum(lengths - 1, 0).sum()), 1),
-        ce_per_byte=total_ce / max(int(np.sum(records["num_bytes"])), 1),
+        ce_per_byte=total_ce / max(int(np.sum(records.column("num_bytes"))), 1),
+        values_are=records.values_are,
         corpus_fingerprint=identity["corpus_fingerprint"],
         tokenizer_fingerprint=identity["tokenizer_fingerprint"],
         seconds=seconds,
@@ -199,11 +208,13 @@ def _claim_output(output: Path, model_path: PathLike, corpus: list[str], tokeniz
         "corpus_fingerprint": strings_fingerprint(corpus),
         "tokenizer_fingerprint": strings_fingerprint(tokenizer_vocabulary(tokenizer, "MODEL")),
         "top_k": top_k,
+        "values_are": VALUES_ARE,
     }
     output.mkdir(parents=True, exist_ok=True)
     path = output / SUMMARY_FILE
     if path.exists():
         existing = json.loads(path.read_text(encoding="utf-8"))
+        _check_calibrated(existing, output, "-o")
         different = [key for key in ("corpus_fingerprint", "tokenizer_fingerprint", "top_k")
                      if existing.get(key) != identity[key]]
         if different:
@@ -215,13 +226,20 @@ def _claim_output(output: Path, model_path: PathLike, corpus: list[str], tokeniz
     return identity
 
 
+def _check_calibrated(identity: dict[str, Any], directory: Path, arg: str) -> None:
+    """A teacher directory of an older version, which stored raw logits, is refused in one line."""
+    if identity.get("values_are") != VALUES_ARE:
+        raise PipelineError(f"{arg}: {str(directory)!r} holds raw top-k logits of an older fusellm-fast; "
+                            "run `fusellm-fast extract` again into a new directory")
+
+
 @dataclass(frozen=True)
 class ExtractedPass:
     """A teacher directory with all its shards loaded (see :func:`load_extracted`)."""
 
     directory: Path
     records: Any
-    """The rows of every shard, in text order (a ``datasets.Dataset``)."""
+    """The records of every shard, in text order (a :class:`~fusellm_fast.teacher_records.TeacherRecords`)."""
     tokenizer: Any
     identity: dict[str, Any]
 
@@ -240,6 +258,7 @@ def load_extracted(directory: PathLike, *, arg: str) -> ExtractedPass:
     identity = read_summary(directory, arg=arg)
     if "corpus_fingerprint" not in identity:
         raise PipelineError(f"{arg}: {str(directory)!r} is not the output of `fusellm-fast extract`")
+    _check_calibrated(identity, directory, arg)
     try:
         records = load_topk(directory)
     except InvalidInputError as error:

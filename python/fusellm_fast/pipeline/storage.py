@@ -1,18 +1,27 @@
 """How the stages store their data: Arrow tables of nested arrays, saved so that a part appears
-whole or not at all."""
+whole or not at all (every file and directory of a stage's output is written by
+:func:`replace_atomically`)."""
 
 from __future__ import annotations
 
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PathLike", "nested_array", "rectangular_array", "save_atomically", "write_text_atomically"]
+__all__ = [
+    "PathLike",
+    "nested_array",
+    "rectangular_array",
+    "replace_atomically",
+    "save_atomically",
+    "write_arrow_file",
+    "write_text_atomically",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -59,19 +68,55 @@ def rectangular_array(value: Any) -> Any:
     return values.to_numpy(zero_copy_only=False).reshape(shape)
 
 
+def replace_atomically(destination: Path, write: Callable[[Path], None]) -> None:
+    """Has ``write`` create a file or directory under a private name next to ``destination``, then
+    renames it to ``destination`` (replacing what was there): readers, and processes starting
+    together, see the old unit or the whole new one, never a part; an interrupted ``write`` leaves
+    only its private name behind, which the next call clears.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "note.txt"
+    >>> replace_atomically(path, lambda staging: staging.write_text("done"))
+    >>> path.read_text()
+    'done'
+    """
+    staging = destination.with_name(f".{destination.name}.{os.getpid()}")
+    _remove(staging)
+    try:
+        write(staging)
+    except BaseException:
+        _remove(staging)
+        raise
+    if destination.is_dir():
+        shutil.rmtree(destination)  # a rename replaces files and empty directories only
+    os.replace(staging, destination)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def write_arrow_file(path: Path, table: Any, *, batch_rows: int) -> None:
+    """Writes ``table`` as an Arrow IPC file of zstd-compressed record batches of ``batch_rows``
+    rows, so that a reader memory-maps it and decompresses only the batches it reads."""
+    import pyarrow as pa
+
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            writer.write_batch(batch)
+
+
 def save_atomically(table: Any, destination: Path) -> None:
     """Saves an Arrow table as a ``datasets`` directory, replacing ``destination`` in one rename."""
     import datasets
 
-    staging = destination.with_name(f".{destination.name}.{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    datasets.Dataset(table).save_to_disk(str(staging))
-    shutil.rmtree(destination, ignore_errors=True)
-    os.replace(staging, destination)
+    replace_atomically(destination, lambda staging: datasets.Dataset(table).save_to_disk(str(staging)))
 
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Writes ``text`` under a private name and renames it: processes starting together all see a whole file."""
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")
-    scratch.write_text(text, encoding="utf-8")
-    os.replace(scratch, path)
+    replace_atomically(path, lambda staging: staging.write_text(text, encoding="utf-8"))

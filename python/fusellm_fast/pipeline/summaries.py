@@ -53,6 +53,8 @@ class ExtractSummary:
     mean_ce: float
     """Token-weighted mean next-token cross-entropy (nats per token)."""
     ce_per_byte: float
+    values_are: str
+    """What the stored top-k values are: ``"log_probs"`` under the model's full softmax."""
     corpus_fingerprint: str
     tokenizer_fingerprint: str
     seconds: float
@@ -77,6 +79,9 @@ class AlignSummary:
     method: str
     candidates: str
     normalize: str
+    values_are: str
+    """What ``teacher_logits`` hold: ``"log_probs"``, log-probabilities under each model's full
+    softmax (the tail of a position is ``1 - sum(exp(...))``)."""
     target_tokenizer_fingerprint: str
     corpus_fingerprint: str
     seconds: float
@@ -98,7 +103,10 @@ class TrainSummary:
     tail: str
     """What became of the probability outside the top-k lists: ``"renormalize"`` or ``"bucket"``."""
     ce_unit: str
-    """The unit of the CE that ranked the teachers, chosen at the align stage."""
+    """The unit of the CE that ranked the teachers, chosen at the align stage (or on the fly)."""
+    values_are: str
+    """What the teachers' values were: ``"log_probs"`` (calibrated teacher passes) or ``"logits"``
+    (aligned data of older versions)."""
     final_loss: float
     seconds: float
     """The whole call, loading and packing included."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .._fingerprint import strings_fingerprint
@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .errors import PipelineError
 from .storage import PathLike
 from .summaries import TrainSummary, write_summary
+from .teacher_passes import AlignmentOptions, open_teacher_passes
 
 __all__ = ["train"]
 
@@ -25,19 +26,27 @@ _OPTIONS = frozenset(option.name for option in fields(TrainConfig))
 
 def train(
     target_model: PathLike,
-    aligned: PathLike,
+    aligned: PathLike | None,
     output: PathLike,
     *,
+    target_pass: PathLike | None = None,
+    source_passes: Sequence[PathLike] = (),
+    alignment: AlignmentOptions | None = None,
+    vocab_maps: Sequence[PathLike | None] | None = None,
     config: TrainConfig | None = None,
     show_progress: bool = True,
     on_log: Callable[[dict[str, float]], None] | None = None,
     **options: Any,
 ) -> TrainSummary:
-    """Continual training of the target on aligned fusion examples with ``FusionTrainer``.
+    """Continual training of the target on fusion examples with ``FusionTrainer``.
 
-    The aligned rows are packed into ``block_size``-token blocks (by default each block's CE is
-    the token-weighted mean of its texts', so MinCE picks one teacher per block; ``level="text"``
-    keeps one CE per text in the block and picks per text) and trained with
+    The examples come from ``align``'s output, or from the teacher passes of :func:`extract`: then
+    each block's texts are aligned on the fly in the data loader's workers (``dataloader_workers``)
+    with the ``alignment`` options, as ``align`` would (each source's vocabulary map is cached in its
+    teacher directory; nothing else is written per source and target). The rows are packed into
+    ``block_size``-token blocks (by default each block's CE is the token-weighted mean of its
+    texts', so MinCE picks one teacher per block; ``level="text"`` keeps one CE per text in the
+    block and picks per text) and trained with
     ``lm_weight * L_clm + (1 - lm_weight) * L_fusion``; ``lm_weight=1.0`` is plain continual
     training (the paper's "CLM" baseline). Under ``torchrun`` or ``accelerate launch`` each process
     trains on its share of the blocks; ``deepspeed``/``fsdp`` are passed to ``TrainingArguments``.
@@ -47,8 +56,14 @@ def train(
 
     Args:
         target_model: the target model directory (with its tokenizer).
-        aligned: the directory written by :func:`align`.
+        aligned: the directory written by :func:`align`, or ``None`` to align the teacher passes
+            on the fly.
         output: where checkpoints and the final model go.
+        target_pass: with ``aligned=None``: the target's teacher directory.
+        source_passes: with ``aligned=None``: the sources' teacher directories.
+        alignment: with ``aligned=None``: how the sources are aligned (the options of
+            :func:`align`); its defaults when omitted.
+        vocab_maps: with ``aligned=None``: per source, a map file or ``None`` (see :func:`align`).
         config: the training options (see :class:`TrainConfig`); its defaults when omitted.
         show_progress: draw the trainer's progress bar.
         on_log: called with every log entry (loss terms, learning rate, teacher weights).
@@ -59,67 +74,106 @@ def train(
         The summary of the run.
 
     Raises:
-        PipelineError: a path is missing, the aligned data belong to another tokenizer, the
-            vocabulary exceeds the model, no full block can be packed, or ``tail="bucket"`` is
-            asked of aligned data that hold raw logits.
+        PipelineError: a path is missing, not one of ``aligned`` and ``target_pass`` is given,
+            the examples belong to another tokenizer or version, no full block can be packed, or
+            ``tail="bucket"`` is asked of teachers that hold raw logits.
         TypeError: an option is not a field of :class:`TrainConfig`.
 
-    >>> train("target_model", "aligned", "fused", max_steps=100)  # doctest: +SKIP
+    >>> train("target_model", None, "fused", target_pass="teacher/target", source_passes=["teacher/a"],
+    ...       alignment=AlignmentOptions(method="boundary"), max_steps=100)  # doctest: +SKIP
     TrainSummary(steps=100, ...)
     """
     config = _with_options(config or TrainConfig(), options)
     import torch
-    from transformers import PrinterCallback
-
-    from ..trainer import FusionCollator, FusionTrainer, FusionTrainingArguments
 
     started = time.perf_counter()
     tokenizer = load_tokenizer(target_model, arg="TARGET_MODEL")
-    examples, summary = load_aligned(aligned, arg="ALIGNED_DIR")
-    values_are = _checked_aligned_data(summary, tokenizer, config, target_model, aligned)
-    config = replace(config, level=config.level or summary.get("ce_level", "sequence"))
-    blocks = PackedBlocks(examples, block_size=config.block_size, level=config.level)
-    if not len(blocks):
-        raise PipelineError(f"--block-size: the aligned data hold fewer than {config.block_size} tokens; "
-                            "lower --block-size or add data")
-    # Before the model is loaded, so that options that do not fit stop the run at once.
-    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=not show_progress,
-                                   dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
-                                   values_are=values_are, **config.training_arguments())
+    data = _training_data(target_model, tokenizer, aligned, target_pass, source_passes, alignment, vocab_maps)
+    _checked_tail(config, data, aligned if aligned is not None else target_pass)
     # Full-precision weights: with --bf16 the trainer runs mixed precision on top of them.
     model = load_model(target_model, arg="TARGET_MODEL", tokenizer=tokenizer, dtype=torch.float32)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
-                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
-    if not show_progress:
-        trainer.remove_callback(PrinterCallback)
+    config = replace(config, level=config.level or data.ce_level)
+    blocks = PackedBlocks(data.rows, block_size=config.block_size, level=config.level)
+    if not len(blocks):
+        raise PipelineError(f"--block-size: the data hold fewer than {config.block_size} tokens; "
+                            "lower --block-size or add data")
+    trainer = _trainer(model, tokenizer, blocks, output, config, values_are=data.values_are,
+                       show_progress=show_progress, on_log=on_log)
     checkpoint = _checkpoint_to_resume(output, main=trainer.is_world_process_zero()) if config.resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(output))
-    run = _run_summary(trainer, result, config, blocks=len(blocks), ce_unit=summary["ce_unit"], started=started)
+    run = _run_summary(trainer, result, config, blocks=len(blocks), data=data, started=started)
     if trainer.is_world_process_zero():
         write_summary(output, run)
     return run
 
 
-def _checked_aligned_data(summary: dict[str, Any], tokenizer: Any, config: TrainConfig, target_model: PathLike,
-                          aligned: PathLike) -> str:
-    """Checks that the aligned data fit the target and the options; what their top-k values are."""
-    if strings_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL")) != summary["target_tokenizer_fingerprint"]:
+def _trainer(model: Any, tokenizer: Any, blocks: PackedBlocks, output: PathLike, config: TrainConfig, *,
+             values_are: str, show_progress: bool, on_log: Callable[[dict[str, float]], None] | None) -> Any:
+    """The ``FusionTrainer`` of a run."""
+    import torch
+    from transformers import PrinterCallback
+
+    from ..trainer import FusionCollator, FusionTrainer, FusionTrainingArguments
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=not show_progress,
+                                   dataloader_pin_memory=torch.cuda.is_available(), values_are=values_are,
+                                   **config.training_arguments())
+    trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
+                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
+    if not show_progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The rows to pack into blocks, and what they are."""
+
+    rows: Any
+    ce_level: str
+    ce_unit: str
+    values_are: str
+
+
+def _training_data(target_model: PathLike, tokenizer: Any, aligned: PathLike | None, target_pass: PathLike | None,
+                   source_passes: Sequence[PathLike], alignment: AlignmentOptions | None,
+                   vocab_maps: Sequence[PathLike | None] | None) -> _TrainingData:
+    """The aligned rows of ``aligned``, or the teacher passes to align on the fly, checked to
+    belong to the target's tokenizer."""
+    if (aligned is None) == (target_pass is None):
+        raise PipelineError("ALIGNED_DIR: give either the output of `fusellm-fast align` or --target-pass "
+                            "and --source-pass (aligned on the fly), not both or neither")
+    fingerprint = strings_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL"))
+    if aligned is not None:
+        examples, summary = load_aligned(aligned, arg="ALIGNED_DIR")
+        if fingerprint != summary["target_tokenizer_fingerprint"]:
+            raise PipelineError(
+                f"ALIGNED_DIR: {str(aligned)!r} was aligned to another tokenizer than {str(target_model)!r}'s; "
+                "extract and align with this target model"
+            )
+        # Aligned data of older versions hold logits, which a softmax over the list reads the same.
+        return _TrainingData(examples, summary.get("ce_level", "sequence"), summary["ce_unit"],
+                             summary.get("values_are", "logits"))
+    alignment = alignment or AlignmentOptions()
+    passes = open_teacher_passes(target_pass, source_passes, alignment, vocab_maps=vocab_maps, arg="--source-pass",
+                                 target_arg="--target-pass")
+    if fingerprint != passes.target.identity["tokenizer_fingerprint"]:
+        raise PipelineError(f"--target-pass: {str(target_pass)!r} was extracted with another tokenizer than "
+                            f"{str(target_model)!r}'s; extract this target model")
+    return _TrainingData(passes, alignment.ce_level, alignment.ce_unit, passes.values_are)
+
+
+def _checked_tail(config: TrainConfig, data: _TrainingData, source: PathLike) -> None:
+    """``tail="bucket"`` needs log-probabilities under each model's full softmax."""
+    if config.tail == "bucket" and data.values_are != "log_probs":
         raise PipelineError(
-            f"ALIGNED_DIR: {str(aligned)!r} was aligned to another tokenizer than {str(target_model)!r}'s; "
-            "extract and align with this target model"
+            f"--tail bucket: {str(source)!r} holds raw top-k logits, not log-probabilities under each model's "
+            "full softmax; extract the teacher passes again with this version, or use --tail renormalize"
         )
-    # Written by the align stage of calibrated teacher passes; older aligned data hold raw logits.
-    values_are = summary.get("values_are", "logits")
-    if config.tail == "bucket" and values_are != "log_probs":
-        raise PipelineError(
-            f"--tail bucket: {str(aligned)!r} holds raw top-k logits, not log-probabilities under each model's "
-            "full softmax; align calibrated teacher passes, or use --tail renormalize"
-        )
-    return values_are
 
 
 def _checkpoint_to_resume(output: PathLike, *, main: bool) -> str | None:
@@ -156,7 +210,7 @@ def _log_forwarder(on_log: Callable[[dict[str, float]], None] | None) -> Any:
     return Forward()
 
 
-def _run_summary(trainer: Any, result: Any, config: TrainConfig, *, blocks: int, ce_unit: str,
+def _run_summary(trainer: Any, result: Any, config: TrainConfig, *, blocks: int, data: _TrainingData,
                  started: float) -> TrainSummary:
     seconds = time.perf_counter() - started
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -171,7 +225,8 @@ def _run_summary(trainer: Any, result: Any, config: TrainConfig, *, blocks: int,
         lm_weight=config.lm_weight,
         level=config.level,
         tail=config.tail,
-        ce_unit=ce_unit,
+        ce_unit=data.ce_unit,
+        values_are=data.values_are,
         final_loss=float(history[-1]["loss"]) if history else float(result.training_loss),
         seconds=seconds,
         tokens_per_second=tokens / result.metrics["train_runtime"] if result.metrics.get("train_runtime") else 0.0,

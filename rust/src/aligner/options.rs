@@ -90,15 +90,18 @@ impl Choice for Candidates {
     const NAMES: &'static [(&'static str, Self)] = &[("mined", Candidates::Mined), ("prefix", Candidates::Prefix)];
 }
 
-impl Candidates {
-    /// What the output's values are: the source logits (`mined`) or
-    /// log-probabilities (`prefix`).
-    pub fn values_are(self) -> &'static str {
-        match self {
-            Candidates::Mined => "logits",
-            Candidates::Prefix => "log_probs",
-        }
-    }
+/// What the source's top-k values are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// Raw logits: only their differences within a list mean anything.
+    Logits,
+    /// Log-probabilities under the model's full softmax (a calibrated teacher
+    /// pass): a list's probabilities add up to its share of the mass.
+    LogProbs,
+}
+
+impl Choice for Values {
+    const NAMES: &'static [(&'static str, Self)] = &[("logits", Values::Logits), ("log_probs", Values::LogProbs)];
 }
 
 impl Choice for Family {
@@ -125,6 +128,7 @@ pub struct AlignOptions {
     pub onehot: OneHot,
     pub method: Method,
     pub candidates: Candidates,
+    pub values: Values,
 }
 
 impl Default for AlignOptions {
@@ -134,11 +138,31 @@ impl Default for AlignOptions {
             onehot: OneHot::Next,
             method: Method::Dtw,
             candidates: Candidates::Mined,
+            values: Values::Logits,
         }
     }
 }
 
 impl AlignOptions {
+    /// What the output's values are: log-probabilities when the inputs are, or
+    /// when prefix candidates merge them; the source logits otherwise.
+    pub fn values_are(&self) -> Values {
+        if self.values == Values::LogProbs || self.candidates == Candidates::Prefix {
+            Values::LogProbs
+        } else {
+            Values::Logits
+        }
+    }
+
+    /// What a one-hot stand-in writes for its token, probability 1: a logit of
+    /// 1.0 beside logits, a log-probability of 0 beside log-probabilities.
+    pub fn one_hot_value(&self) -> f32 {
+        match self.values_are() {
+            Values::Logits => 1.0,
+            Values::LogProbs => 0.0,
+        }
+    }
+
     /// Whether the MinED map is needed: soft mode with `dtw` or `mined`
     /// candidates. (In soft mode a map already there is used all the same.)
     pub fn needs_vocab_map(&self) -> bool {
@@ -189,7 +213,17 @@ mod tests {
         assert_eq!(Method::from_name("boundary"), Some(Method::Boundary));
         assert_eq!(Method::from_name("Boundary"), None);
         assert_eq!(Family::ByteLevel.name(), "byte_level");
-        assert_eq!(Candidates::Prefix.values_are(), "log_probs");
+        assert_eq!(Values::LogProbs.name(), "log_probs");
+    }
+
+    #[test]
+    fn outputs_are_log_probs_when_inputs_are_or_prefixes_merge_them() {
+        let mined = AlignOptions::default();
+        assert_eq!((mined.values_are(), mined.one_hot_value()), (Values::Logits, 1.0));
+        let calibrated = AlignOptions { values: Values::LogProbs, ..mined };
+        assert_eq!((calibrated.values_are(), calibrated.one_hot_value()), (Values::LogProbs, 0.0));
+        let prefix = AlignOptions { candidates: Candidates::Prefix, ..mined };
+        assert_eq!((prefix.values_are(), prefix.one_hot_value()), (Values::LogProbs, 0.0));
     }
 
     #[test]

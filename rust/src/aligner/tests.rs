@@ -95,7 +95,7 @@ fn by_bytes(source: &[&str], target: &[&str], source_text: &[i64], target_text: 
         topk_logits: vec![&logits],
         k: 1,
     };
-    let options = AlignOptions { vocab_align: VocabAlign::Hard, onehot: OneHot::Next, method, candidates };
+    let options = AlignOptions { vocab_align: VocabAlign::Hard, onehot: OneHot::Next, method, candidates, ..AlignOptions::default() };
     let out = aligner.align_batch(&input, &options, Workers::new(2).unwrap()).unwrap();
     assert_eq!(aligner.align_batch(&input, &options, Workers::ONE).unwrap(), out, "serial and pooled runs differ");
     out
@@ -172,6 +172,7 @@ fn special_tokens_are_never_matched() {
         onehot: OneHot::Next,
         method: Method::Boundary,
         candidates: Candidates::Prefix,
+        ..AlignOptions::default()
     };
     let out = aligner.align_batch(&input, &options, Workers::ONE).unwrap();
     assert_eq!(out.status, vec![O, M]);
@@ -197,7 +198,7 @@ fn identical_tokenizers_keep_every_distribution() {
     };
     for method in [Method::Offsets, Method::Boundary] {
         for candidates in [Candidates::Mined, Candidates::Prefix] {
-            let options = AlignOptions { vocab_align: VocabAlign::Soft, onehot: OneHot::Next, method, candidates };
+            let options = AlignOptions { vocab_align: VocabAlign::Soft, onehot: OneHot::Next, method, candidates, ..AlignOptions::default() };
             let out = aligner.align_batch(&input, &options, Workers::ONE).unwrap();
             assert_eq!(out.counts.matched, 6);
             assert!((out.counts.kept_mass - 6.0).abs() < 1e-5);

@@ -116,7 +116,7 @@ impl TextAligner<'_> {
                 let i = pair as usize;
                 let (row, row_logits) = (&topk_ids[i * k..(i + 1) * k], &topk_logits[i * k..(i + 1) * k]);
                 let written = if images.merge() {
-                    scratch.candidates.merge_by_image(i, row_logits, ids, logits)
+                    scratch.candidates.merge_by_image(i, row_logits, images.calibrated(), ids, logits)
                 } else {
                     scratch.candidates.first_image_only(i, row, row_logits, ids, logits)
                 };

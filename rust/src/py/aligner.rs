@@ -81,7 +81,7 @@ impl Aligner {
     /// or int64 ids, the same for every text; float32 logits), all borrowed.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (target_ids, target_starts, target_lengths, source_ids, source_starts, source_lengths,
-                        topk_ids, topk_logits, *, k, vocab_align, onehot, workers, method, candidates))]
+                        topk_ids, topk_logits, *, k, vocab_align, onehot, workers, method, candidates, values))]
     fn align<'py>(
         &self,
         py: Python<'py>,
@@ -99,12 +99,14 @@ impl Aligner {
         workers: &Bound<'py, PyAny>,
         method: &Bound<'py, PyAny>,
         candidates: &Bound<'py, PyAny>,
+        values: &Bound<'py, PyAny>,
     ) -> PyResult<AlignResult<'py>> {
         let options = AlignOptions {
             vocab_align: choice(vocab_align, "vocab_align")?,
             onehot: choice(onehot, "onehot")?,
             method: choice(method, "method")?,
             candidates: choice(candidates, "candidates")?,
+            values: choice(values, "values")?,
         };
         let workers = options::workers(workers)?;
         let arrays = BatchArrays {

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::aligner::batch::{AlignCounts, AlignedOutput, BatchInput, TokenId};
-use crate::aligner::options::AlignOptions;
+use crate::aligner::options::{AlignOptions, Choice};
 use crate::aligner::Aligner;
 use crate::error::Error;
 use crate::parallel::Workers;
@@ -63,7 +63,7 @@ pub(crate) fn align<'py>(
     let source_positions =
         Array2::from_shape_vec(shape2, out.source_positions).expect("sized by align_batch").into_pyarray(py);
     let counts = counts_dict(py, &out.counts)?;
-    Ok((ids, logits, status, source_positions, counts, options.candidates.values_are()))
+    Ok((ids, logits, status, source_positions, counts, options.values_are().name()))
 }
 
 fn align_with<'py, C: TokenId + numpy::Element>(

@@ -19,6 +19,7 @@ use crate::aligner::batch::status;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(text::edit_distance, m)?)?;
     m.add_function(wrap_pyfunction!(text::token_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(options::needs_vocab_map, m)?)?;
     m.add_class::<vocabularies::Vocabularies>()?;
     m.add_class::<aligner::Aligner>()?;
     m.add("STATUS_PADDING", status::PADDING)?;

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyInt, PyString, PyType};
 
-use crate::aligner::options::Choice;
+use crate::aligner::options::{AlignOptions, Choice};
 use crate::parallel::Workers;
 use crate::py::errors::{self, IntoPyResult};
 
@@ -41,4 +41,22 @@ pub(crate) fn workers(value: &Bound<'_, PyAny>) -> PyResult<Workers> {
         // Beyond 64 bits: no thread count.
         Err(_) => errors::invalid("workers", format!("must be -1 (all cores) or a positive count, got {value}")),
     }
+}
+
+/// Whether aligning with these options uses the MinED map
+/// ([`AlignOptions::needs_vocab_map`]), so that a cached map is loaded only then.
+#[pyfunction]
+#[pyo3(signature = (*, vocab_align, method, candidates))]
+pub(crate) fn needs_vocab_map(
+    vocab_align: &Bound<'_, PyAny>,
+    method: &Bound<'_, PyAny>,
+    candidates: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let options = AlignOptions {
+        vocab_align: choice(vocab_align, "vocab_align")?,
+        method: choice(method, "method")?,
+        candidates: choice(candidates, "candidates")?,
+        ..AlignOptions::default()
+    };
+    Ok(options.needs_vocab_map())
 }

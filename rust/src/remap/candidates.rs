@@ -167,10 +167,19 @@ impl CandidateScratch {
 
     /// Sums the probabilities of candidates with the same image and writes the
     /// sums as log-probabilities, most probable first; candidates without an
-    /// image are dropped. Row `i` of the block given to
-    /// [`CandidateScratch::prepare_rows`] (with the softmax).
-    pub fn merge_by_image(&mut self, i: usize, row_logits: &[f32], ids: &mut [i32], logits: &mut [f32]) -> Written {
-        let log_normalizer = self.block.log_normalizer(i);
+    /// image are dropped. The probabilities are the softmax over the list, or,
+    /// where the values are `calibrated` log-probabilities, the values' own. Row
+    /// `i` of the block given to [`CandidateScratch::prepare_rows`] (with the
+    /// softmax).
+    pub fn merge_by_image(
+        &mut self,
+        i: usize,
+        row_logits: &[f32],
+        calibrated: bool,
+        ids: &mut [i32],
+        logits: &mut [f32],
+    ) -> Written {
+        let log_normalizer = if calibrated { 0.0 } else { self.block.log_normalizer(i) };
         if let Some(written) = self.write_distinct(i, row_logits, log_normalizer, ids, logits) {
             return written;
         }
@@ -275,12 +284,28 @@ impl Group {
 mod tests {
     use super::*;
 
-    fn merged(row: &[i64], row_logits: &[f32], image: &[i32]) -> (Vec<i32>, Vec<f32>, Written) {
+    fn merged_as(row: &[i64], row_logits: &[f32], image: &[i32], calibrated: bool) -> (Vec<i32>, Vec<f32>, Written) {
         let (mut ids, mut logits) = (vec![-1; row.len()], vec![0.0; row.len()]);
         let mut scratch = CandidateScratch::default();
         scratch.prepare_rows(row, row_logits, row.len(), |c| image[c], &[true], true);
-        let written = scratch.merge_by_image(0, row_logits, &mut ids, &mut logits);
+        let written = scratch.merge_by_image(0, row_logits, calibrated, &mut ids, &mut logits);
         (ids[..written.len].to_vec(), logits[..written.len].to_vec(), written)
+    }
+
+    fn merged(row: &[i64], row_logits: &[f32], image: &[i32]) -> (Vec<i32>, Vec<f32>, Written) {
+        merged_as(row, row_logits, image, false)
+    }
+
+    #[test]
+    fn calibrated_log_probabilities_are_summed_as_they_are() {
+        // True probabilities 0.5, 0.2 and 0.1 (the tail holds 0.2); candidates 0 and 2 share image 5.
+        let log_probs = [0.5f32.ln(), 0.2f32.ln(), 0.1f32.ln()];
+        let (ids, logits, written) = merged_as(&[0, 1, 2], &log_probs, &[5, 7, 5], true);
+        assert_eq!(ids, vec![5, 7]);
+        assert!((logits[0] - 0.6f32.ln()).abs() < 1e-6 && (logits[1] - 0.2f32.ln()).abs() < 1e-6);
+        assert_eq!((written.dropped, written.kept_mass), (false, 1.0));
+        let (_, distinct, _) = merged_as(&[0, 1, 2], &log_probs, &[5, 7, 6], true);
+        assert_eq!(distinct, log_probs.to_vec());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use crate::aligner::options::{AlignOptions, Candidates, VocabAlign};
+use crate::aligner::options::{AlignOptions, Candidates, Values, VocabAlign};
 use crate::text::token_bytes::NormalizedVocab;
 use crate::vocab_map::VocabMap;
 
@@ -19,6 +19,10 @@ pub struct Images<'a> {
     /// Candidates with one image are merged and written as log-probabilities
     /// (byte prefixes) rather than kept as the first of them, with its logit.
     merge: bool,
+    /// The listed values are log-probabilities already: merged candidates add
+    /// up their probabilities as they are, without a softmax over the list.
+    calibrated: bool,
+    one_hot_value: f32,
 }
 
 impl<'a> Images<'a> {
@@ -29,7 +33,12 @@ impl<'a> Images<'a> {
             (Candidates::Mined, VocabAlign::Soft, Some(map)) => &map.target_ids,
             (Candidates::Mined, _, _) => exact,
         };
-        Images { table, merge: options.candidates == Candidates::Prefix }
+        Images {
+            table,
+            merge: options.candidates == Candidates::Prefix,
+            calibrated: options.values == Values::LogProbs,
+            one_hot_value: options.one_hot_value(),
+        }
     }
 
     #[inline]
@@ -41,14 +50,13 @@ impl<'a> Images<'a> {
         self.merge
     }
 
-    /// What a one-hot stand-in writes for its token: probability 1, as a
-    /// logit of 1.0 or a log-probability of 0.
+    pub fn calibrated(&self) -> bool {
+        self.calibrated
+    }
+
+    /// What a one-hot stand-in writes for its token ([`AlignOptions::one_hot_value`]).
     pub fn one_hot_value(&self) -> f32 {
-        if self.merge {
-            0.0
-        } else {
-            1.0
-        }
+        self.one_hot_value
     }
 }
 
