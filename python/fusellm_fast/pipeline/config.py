@@ -40,6 +40,8 @@ class TrainConfig:
         method: ``"min_ce"`` or ``"avg_ce"``.
         lm_weight: lambda, the weight of the causal LM loss.
         temperature: teacher temperature.
+        ce_temperature: AvgCE only: weights ``softmax(-ce / ce_temperature)``; ``None`` keeps the
+            paper's ``softmax(exp(-ce))``.
         level: where MinCE/AvgCE choose: per block (``"sequence"``, the paper) or per position
             (``"token"``); ``None`` follows the aligned data's ``ce_level``.
         block_size: tokens per training block.
@@ -59,6 +61,9 @@ class TrainConfig:
     method: FusionMethod = "min_ce"
     lm_weight: float = _option(0.9, help="lambda; 1.0 is plain continual training")
     temperature: float = 1.0
+    ce_temperature: float | None = _option(
+        None, help="AvgCE weights softmax(-ce / tau) with this tau (default: the paper's softmax(exp(-ce)))",
+        when_set=True)
     level: CeLevel | None = _option(
         None, help="choose teachers per block or per position (default: the aligned data's --ce-level)")
     block_size: int = _option(2048, stage_only=True)

@@ -14,6 +14,7 @@ from .alignment import load_aligned
 from .blocks import PackedBlocks
 from .config import TrainConfig
 from .errors import PipelineError
+from .progress import trainer_progress
 from .storage import PathLike
 from .summaries import TrainSummary, write_summary
 
@@ -86,13 +87,14 @@ def train(
         raise PipelineError(f"--block-size: the aligned data hold fewer than {config.block_size} tokens; "
                             "lower --block-size or add data")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=not show_progress,
+    # The trainer's own bar and printer write every log entry as a line; one bar with the loss instead.
+    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=True,
                                    dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
                                    **config.training_arguments())
+    callbacks = [_log_forwarder(on_log)] + ([trainer_progress(f"train {Path(output).name}")] if show_progress else [])
     trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
-                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
-    if not show_progress:
-        trainer.remove_callback(PrinterCallback)
+                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)
     has_checkpoint = config.resume and any(Path(output).glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
     trainer.save_model(str(output))
