@@ -115,6 +115,11 @@ def run_demo(
 
 
 def _run_seed_quietly(directory: pathlib.Path, config: DemoConfig) -> dict[str, Any]:
+    from transformers.utils import logging
+
+    # A spawned process starts with the library's default warnings, whatever the parent set.
+    logging.set_verbosity_error()
+
     def log(line: str) -> None:
         print(f"[seed {config.seed}] {line}", flush=True)
 
