@@ -103,6 +103,13 @@ def test_every_stage_through_the_command(workspace: dict[str, Path], capsys: pyt
         "--batch-size", 4, "--max-steps", 4, "--logging-steps", 2)
     capsys.readouterr()
     assert summary(root / "fused-token")["level"] == "token"
+    run("train", workspace["target"], root / "aligned", "-o", root / "fused-text", "--block-size", 32,
+        "--batch-size", 4, "--max-steps", 2, "--logging-steps", 1, "--level", "text")
+    capsys.readouterr()
+    per_text = summary(root / "fused-text")
+    assert (per_text["level"], per_text["tail"], len(per_text["log_history"])) == ("text", "renormalize", 2)
+    for entry in per_text["log_history"]:
+        assert sum(entry[f"teacher_weight_{n}"] for n in range(3)) == pytest.approx(1.0)
     # Training reads blocks lazily; they equal packing everything at once.
     lazy = PackedBlocks(rows, block_size=32)
     eager = pack_examples(rows, block_size=32)
@@ -179,6 +186,11 @@ def test_user_mistakes_stop_with_one_line(workspace: dict[str, Path], capsys: py
     capsys.readouterr()
     assert "another tokenizer" in error_line(capsys, "train", workspace["target"], root / "aligned_a", "-o",
                                              root / "bad")
+    # The bucket tail needs calibrated teachers; these aligned data hold raw logits.
+    run("align", "--target", root / "t_full", "--source", root / "t_full", "-o", root / "aligned_raw")
+    capsys.readouterr()
+    assert "--tail bucket: " in error_line(capsys, "train", workspace["target"], root / "aligned_raw", "-o",
+                                           root / "bad", "--tail", "bucket")
 
 
 def test_module_entry_point_reports_errors_without_traceback(tmp_path: Path) -> None:

@@ -9,115 +9,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("hypothesis")
-from fusellm_fast import fusion
+from dense_fusion import CE_VALUES, dense_fused, dense_loss, densify, random_dists, shared_strategies
 from fusellm_fast.errors import InputTypeError, InvalidInputError
-from fusellm_fast.fusion import FusedDistribution, fuse, fusion_loss
+from fusellm_fast.fusion import FusedDistribution, _fuse, _loss, _sparse_ce, fuse, fusion_loss
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-# Cross-entropies come from a small set so that models either tie exactly or differ clearly.
-CE_VALUES = np.array([0.5, 1.0, 1.25, 2.0, 3.0])
-
-
-def random_dists(rng, batch, length, slots_per_model, vocab, empty_share=0.3):
-    """One (ids, logits) pair per model: distinct ids per list, ragged empty slots, empty positions."""
-    dists = []
-    for slots in slots_per_model:
-        ids = np.stack([rng.permutation(vocab)[:slots] for _ in range(batch * length)]).reshape(batch, length, slots)
-        ids = np.where(rng.random(ids.shape) < 0.2, -1, ids)
-        ids = np.where(rng.random((batch, length, 1)) < empty_share, -1, ids)
-        logits = rng.normal(size=ids.shape) * 2.0
-        dists.append((torch.tensor(ids), torch.tensor(logits, dtype=torch.float32)))
-    return dists
-
-
-def dense_model_distributions(dists, vocab, temperature):
-    """``[N, B, L, V]`` float64: each model's softmax scattered to the vocabulary, the fallback applied."""
-    target_ids = dists[0][0].numpy()
-    per_model = []
-    for n, (ids, logits) in enumerate(dists):
-        ids, logits = ids.numpy(), logits.numpy().astype(np.float64)
-        dense = np.zeros((*ids.shape[:2], vocab))
-        for b in range(ids.shape[0]):
-            for t in range(ids.shape[1]):
-                row_ids, row_logits = ids[b, t], logits[b, t]
-                if n > 0 and (row_ids < 0).all():  # no source distribution here: the target's own
-                    row_ids, row_logits = target_ids[b, t], dists[0][1].numpy()[b, t].astype(np.float64)
-                listed = row_ids >= 0
-                if listed.any():
-                    scaled = row_logits[listed] / temperature
-                    weights = np.exp(scaled - scaled.max())
-                    dense[b, t, row_ids[listed]] = weights / weights.sum()
-        per_model.append(dense)
-    return np.stack(per_model)
-
-
-def dense_fused(dists, ce, *, method, temperature, level, ce_temperature, vocab):
-    """Step 4 on dense vocabulary vectors (float64): the fused ``[B, L, V]`` and the weights."""
-    per_model = dense_model_distributions(dists, vocab, temperature)
-    models, batch, length, _ = per_model.shape
-    ce = ce.numpy().astype(np.float64)
-    position_ce = ce if level == "token" else np.repeat(ce[:, :, None], length, axis=2)
-    fused = np.zeros((batch, length, vocab))
-    for b in range(batch):
-        for t in range(length):
-            column = position_ce[:, b, t]
-            if method == "min_ce":
-                weights = np.zeros(models)
-                weights[int(np.flatnonzero(column == column.min())[0])] = 1.0
-            else:
-                scores = np.exp(-column) if ce_temperature is None else -column / ce_temperature
-                weights = np.exp(scores) / np.exp(scores).sum()
-            fused[b, t] = np.einsum("n,nv->v", weights, per_model[:, b, t])
-    totals = fused.sum(-1, keepdims=True)
-    return np.divide(fused, totals, out=np.zeros_like(fused), where=totals > 0)
-
-
-def dense_loss(student_logits, labels, mask, fused_dense, *, kind, lm_weight):
-    """Step 5 on dense tensors with autograd: the trainer's soft-target CE / KL and the shifted CLM."""
-    log_p = torch.log_softmax(student_logits, dim=-1)
-    batch, length = labels.shape
-    clm_terms = [
-        -log_p[b, t, labels[b, t + 1]] for b in range(batch) for t in range(length - 1) if labels[b, t + 1] != -100
-    ]
-    fusion_terms = []
-    for b in range(batch):
-        for t in range(length):
-            q = torch.tensor(fused_dense[b, t])
-            if mask[b, t] and q.sum() > 0:
-                term = -(q * log_p[b, t]).sum()
-                if kind == "kl":
-                    term = term + torch.xlogy(q, q).sum()
-                fusion_terms.append(term)
-    zero = student_logits.sum() * 0.0
-    clm = torch.stack(clm_terms).mean() if clm_terms else zero
-    fusion_term = torch.stack(fusion_terms).mean() if fusion_terms else zero
-    return lm_weight * clm + (1 - lm_weight) * fusion_term, clm, fusion_term
-
-
-def densify(fused: FusedDistribution, vocab: int) -> np.ndarray:
-    dense = np.zeros((*fused.ids.shape[:2], vocab))
-    ids, probs = fused.ids.numpy(), fused.probs.double().numpy()
-    for b, t, j in zip(*np.nonzero(ids >= 0), strict=True):
-        assert dense[b, t, ids[b, t, j]] == 0.0, "a fused id is listed twice at one position"
-        dense[b, t, ids[b, t, j]] = probs[b, t, j]
-    return dense
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    batch=st.integers(1, 3),
-    length=st.integers(1, 6),
-    slots_per_model=st.lists(st.integers(1, 4), min_size=1, max_size=4),
-    extra_vocab=st.integers(0, 8),
-    method=st.sampled_from(["min_ce", "avg_ce"]),
-    level=st.sampled_from(["sequence", "token"]),
+    **shared_strategies(),
+    level=st.sampled_from(["sequence", "token", "text"]),
     temperature=st.sampled_from([0.5, 1.0, 2.0]),
-    ce_temperature=st.sampled_from([None, 0.5]),
-    kind=st.sampled_from(["ce", "kl"]),
     lm_weight=st.sampled_from([0.0, 0.9, 1.0]),
     explicit_mask=st.booleans(),
-    seed=st.integers(0, 2**32 - 1),
 )
 def test_sparse_fusion_and_loss_match_dense_reference(
     batch, length, slots_per_model, extra_vocab, method, level, temperature, ce_temperature, kind, lm_weight,
@@ -129,18 +34,22 @@ def test_sparse_fusion_and_loss_match_dense_reference(
     vocab = max(slots_per_model) + extra_vocab
     models = len(slots_per_model)
     dists = random_dists(rng, batch, length, slots_per_model, vocab)
-    ce_shape = (models, batch) if level == "sequence" else (models, batch, length)
-    ce = torch.tensor(rng.choice(CE_VALUES, size=ce_shape), dtype=torch.float32)
     student_logits = torch.tensor(rng.normal(size=(batch, length, vocab)) * 3.0, dtype=torch.float32)
     lengths = rng.integers(1, length + 1, size=batch)
     real = torch.tensor(np.arange(length)[None, :] < lengths[:, None])
     labels = torch.tensor(rng.integers(0, vocab, size=(batch, length))).masked_fill(~real, -100)
     mask = torch.tensor(rng.random((batch, length)) < 0.7) if explicit_mask else None
+    units = {"sequence": (), "token": (length,), "text": (int(rng.integers(1, 4)),)}[level]
+    ce = torch.tensor(rng.choice(CE_VALUES, size=(models, batch, *units)), dtype=torch.float32)
+    # Segments in text order, as packing numbers them; padding belongs to none.
+    segment_ids = None
+    if level == "text":
+        segments = np.sort(rng.integers(0, units[0], size=(batch, length)), axis=1)
+        segment_ids = torch.tensor(segments).masked_fill(~real, -1)
 
-    fused = fuse(dists, ce, method=method, temperature=temperature, level=level, ce_temperature=ce_temperature)
-    expected = dense_fused(
-        dists, ce, method=method, temperature=temperature, level=level, ce_temperature=ce_temperature, vocab=vocab
-    )
+    options = {"method": method, "temperature": temperature, "level": level, "ce_temperature": ce_temperature}
+    fused = fuse(dists, ce, segment_ids=segment_ids, **options)
+    expected = dense_fused(dists, ce, vocab=vocab, segment_ids=segment_ids, **options)
     np.testing.assert_allclose(densify(fused, vocab), expected, atol=1e-6)
 
     student = student_logits.clone().requires_grad_()
@@ -184,8 +93,8 @@ def test_chunked_log_partition_gives_the_same_loss_and_gradient(monkeypatch):
         return total.detach(), student.grad
 
     whole = loss_and_grad()
-    monkeypatch.setattr(fusion, "_CHUNK_ELEMENTS", 3 * 50)  # 3 positions per chunk, 6 chunks
-    assert len(fusion._row_chunks(logits.view(18, 50))) == 6
+    monkeypatch.setattr(_sparse_ce, "_CHUNK_ELEMENTS", 3 * 50)  # 3 positions per chunk, 6 chunks
+    assert len(_sparse_ce._row_chunks(logits.view(18, 50))) == 6
     chunked = loss_and_grad()
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(chunked[1], whole[1], rtol=1e-6, atol=1e-7)
@@ -351,7 +260,7 @@ def good_dists(models=2):
         (good_dists(), {"ce": torch.zeros(2, 1, dtype=torch.long)}, InputTypeError, "ce: must have a floating dtype"),
         (good_dists(), {"ce": torch.tensor([[1.0], [float("nan")]])}, InvalidInputError, "ce: must be finite"),
         (good_dists(), {"method": "max_ce"}, InvalidInputError, "method: must be one of"),
-        (good_dists(), {"level": "text"}, InvalidInputError, "level: must be one of"),
+        (good_dists(), {"level": "block"}, InvalidInputError, "level: must be one of"),
         (good_dists(), {"temperature": 0.0}, InvalidInputError, "temperature: must be a positive"),
         (good_dists(), {"ce_temperature": 1.0}, InvalidInputError, "ce_temperature: applies to method='avg_ce'"),
         (good_dists(), {"method": "avg_ce", "ce_temperature": -1.0}, InvalidInputError, "ce_temperature: must be"),
@@ -404,6 +313,7 @@ def test_fusion_loss_rejects_bad_input(changes, error, pattern):
         fusion_loss(*tensors, **arguments)
 
 
-def test_docstring_examples_run():
-    results = doctest.testmod(fusion)
+@pytest.mark.parametrize("module", [_fuse, _loss])
+def test_docstring_examples_run(module):
+    results = doctest.testmod(module)
     assert results.attempted > 0 and results.failed == 0

@@ -120,7 +120,7 @@ def test_pack_examples_rejects_bad_input():
         pack_examples([without_ce], block_size=4)
     with pytest.raises(InvalidInputError, match="level: must be one of"):
         pack_examples([random_example(rng, 4)], block_size=4, level="document")
-    with pytest.raises(InvalidInputError, match="mix sequence-level teacher_ce"):
+    with pytest.raises(InvalidInputError, match=r"mix CE layouts \['sequence', 'token'\]"):
         token_level = random_example(rng, 4) | {"teacher_ce": np.ones((MODELS, 4), np.float32)}
         pack_examples([random_example(rng, 4), token_level], block_size=4)
     assert pack_examples([], block_size=4) == []

@@ -24,7 +24,7 @@ def saved_rows(examples, directory):
     return datasets.load_from_disk(str(directory))
 
 
-@pytest.mark.parametrize("level", ["sequence", "token"])
+@pytest.mark.parametrize("level", ["sequence", "token", "text"])
 @pytest.mark.parametrize("token_level_ce", [False, True])
 def test_every_block_is_the_eager_packing(tmp_path, level, token_level_ce):
     rng = np.random.default_rng(5)

@@ -51,7 +51,7 @@ def test_the_train_command_has_the_fields_flags():
 def test_training_arguments_rename_fields_and_leave_out_the_stages_own():
     arguments = TrainConfig().training_arguments()
     assert arguments == {
-        "method": "min_ce", "lm_weight": 0.9, "temperature": 1.0, "level": None,
+        "method": "min_ce", "lm_weight": 0.9, "temperature": 1.0, "level": None, "tail": "renormalize",
         "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 1e-5,
         "lr_scheduler_type": "cosine", "warmup_steps": 0.008, "weight_decay": 0.1, "adam_beta2": 0.95,
         "num_train_epochs": 1.0, "max_steps": -1, "bf16": False, "seed": 42, "logging_steps": 10,

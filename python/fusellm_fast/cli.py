@@ -7,6 +7,7 @@ FuseLLM: Wan et al., "Knowledge Fusion of Large Language Models", ICLR 2024, arX
     fusellm-fast extract MODEL DATA... -o DIR [--top-k 10] [--max-length 2048] [--shard I/N]
     fusellm-fast align --target DIR --source DIR [--source DIR ...] -o DIR
     fusellm-fast train TARGET_MODEL ALIGNED_DIR -o OUT [--method min_ce|avg_ce] [--lm-weight 0.9]
+        [--level sequence|token|text] [--tail renormalize|bucket]
     fusellm-fast eval MODEL [MODEL ...] --data [NAME=]DATA ... -o DIR [--per-token-of MODEL] [--tasks bbh,...]
 
 Every stage prints a JSON summary when it is done (and writes it next to its output). A mistake

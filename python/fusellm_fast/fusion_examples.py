@@ -10,7 +10,9 @@ a *fusion example*, a mapping of arrays:
   sources; ``-1`` marks an empty slot;
 - ``teacher_logits``: ``float [N, L, K]`` their logits;
 - ``teacher_ce``: ``float [N]`` each model's cross-entropy on the text, or ``[N, L]`` one per
-  position (token level).
+  position (token level);
+- ``segment_ids`` (packed blocks of ``level="text"`` only): ``int [L]`` the text segment of each
+  position, numbered from 0 in the block; ``teacher_ce`` is then ``[N, S]``, one per segment.
 
 :func:`build_fusion_examples` makes them from the teacher pass and the alignment and
 :func:`pack_examples` cuts them into fixed blocks; :mod:`fusellm_fast.trainer` batches and trains
@@ -25,12 +27,21 @@ from typing import Any, Protocol, get_args
 import numpy as np
 
 from fusellm_fast._checks import checked_choice
-from fusellm_fast._choices import CeLevel, CeUnit
+from fusellm_fast._choices import CeLevel, CeUnit, FusionLevel
 from fusellm_fast.errors import InputTypeError, InvalidInputError
 
-__all__ = ["EXAMPLE_KEYS", "AlignedLists", "as_examples", "build_fusion_examples", "pack_examples"]
+__all__ = [
+    "EXAMPLE_KEYS",
+    "SEGMENT_KEY",
+    "AlignedLists",
+    "as_examples",
+    "build_fusion_examples",
+    "ce_layout",
+    "pack_examples",
+]
 
 EXAMPLE_KEYS = ("input_ids", "teacher_ids", "teacher_logits", "teacher_ce")
+SEGMENT_KEY = "segment_ids"
 _TEACHER_ROW_KEYS = ("input_ids", "topk_ids", "topk_logits", "ce", "total_ce", "num_bytes")
 
 
@@ -177,20 +188,28 @@ def pack_examples(
     examples: Sequence[Mapping[str, Any]],
     *,
     block_size: int,
-    level: CeLevel = "sequence",
+    level: FusionLevel = "sequence",
     drop_remainder: bool = True,
 ) -> list[dict[str, np.ndarray]]:
     """Concatenate fusion examples and cut them into blocks of ``block_size`` tokens.
 
-    With ``level="sequence"``, as in the paper's pipeline, a block's ``teacher_ce [N]`` is the
-    token-weighted mean of the CEs of the texts it holds, so MinCE chooses one model per block.
-    With ``level="token"`` each position keeps its own document's CE (or its own token's, for
-    examples with token-level CE) in ``teacher_ce [N, block_size]``, so that a model is chosen per
-    document; train such blocks with ``level="token"``.
+    Each position carries its text's CE, or its own for examples with token-level CE. Then:
+
+    - ``level="sequence"``, as in the paper's pipeline: a block's ``teacher_ce [N]`` is the mean
+      over its positions (the token-weighted mean of its texts' CEs), so MinCE chooses one model
+      per block.
+    - ``level="text"``: the block also holds ``segment_ids [block_size]``, the text of each
+      position numbered from 0, and ``teacher_ce [N, S]`` is the mean over each segment's positions
+      (the text's own CE for sequence-level examples), so that a model is chosen per text; a block
+      that holds one text is the ``"sequence"`` block with ``S = 1``.
+    - ``level="token"``: ``teacher_ce [N, block_size]`` keeps every position's CE.
+
+    Train the blocks with the same ``level``.
 
     Args:
         examples: fusion examples with the same number of models ``N``; list lengths ``K`` may
-            differ and are padded to the longest with empty slots.
+            differ and are padded to the longest with empty slots. Packed blocks of
+            ``level="text"`` can be packed again: their segments stay apart.
         block_size: tokens per block.
         level: the CE granularity of the blocks, see above.
         drop_remainder: drop the last, shorter block (the paper's choice) or keep it.
@@ -207,12 +226,15 @@ def pack_examples(
     >>> ex2 = {**ex, "teacher_ce": np.array([5.0])}
     >>> [(b["input_ids"].tolist(), b["teacher_ce"].tolist()) for b in pack_examples([ex, ex2], block_size=4)]
     [([0, 1, 2, 0], [2.75])]
+    >>> text = pack_examples([ex, ex2], block_size=4, level="text")[0]
+    >>> text["segment_ids"].tolist(), text["teacher_ce"].tolist()
+    ([0, 0, 0, 1], [[2.0, 5.0]])
     >>> pack_examples([ex, ex2], block_size=4, level="token")[0]["teacher_ce"].tolist()
     [[2.0, 2.0, 2.0, 5.0]]
     """
     if isinstance(block_size, bool) or not (isinstance(block_size, int) and block_size >= 1):
         raise InvalidInputError(f"block_size: must be a positive int, got {block_size!r}")
-    checked_choice(level, "level", get_args(CeLevel))
+    checked_choice(level, "level", get_args(FusionLevel))
     checked = as_examples("examples", examples)
     if not checked:
         return []
@@ -223,30 +245,57 @@ def pack_examples(
     teacher_logits = np.concatenate([_pad_slots(e["teacher_logits"], slots, 0.0) for e in checked], axis=1)
     # [N, total tokens]: each position carries its text's CE, or its own for token-level examples.
     position_ce = np.concatenate([_ce_per_position(example) for example in checked], axis=1)
+    position_text = _text_of_every_position(checked)
     ends = range(block_size, len(input_ids) + (0 if drop_remainder else block_size - 1) + 1, block_size)
     blocks = []
     for end in ends:
         span = slice(end - block_size, end)
+        block = {"input_ids": input_ids[span], "teacher_ids": teacher_ids[:, span],
+                 "teacher_logits": teacher_logits[:, span]}
         block_ce = position_ce[:, span]
-        blocks.append(
-            {
-                "input_ids": input_ids[span],
-                "teacher_ids": teacher_ids[:, span],
-                "teacher_logits": teacher_logits[:, span],
-                "teacher_ce": (block_ce.mean(axis=1) if level == "sequence" else block_ce).astype(np.float32),
-            }
-        )
+        if level == "token":
+            block["teacher_ce"] = block_ce.astype(np.float32)
+        elif level == "sequence":
+            block["teacher_ce"] = _segment_means(block_ce, np.zeros(block_ce.shape[1], np.int64), 1)[:, 0]
+        else:
+            texts, segment_ids = np.unique(position_text[span], return_inverse=True)
+            block[SEGMENT_KEY] = segment_ids.astype(np.int32)
+            block["teacher_ce"] = _segment_means(block_ce, segment_ids, len(texts))
+        blocks.append(block)
     return blocks
+
+
+def _text_of_every_position(examples: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """``int64 [total tokens]``: a number per text, the segments of packed text-level blocks apart."""
+    numbers, first = [], 0
+    for example in examples:
+        if SEGMENT_KEY in example:
+            numbers.append(first + example[SEGMENT_KEY].astype(np.int64))
+            first += example["teacher_ce"].shape[1]
+        else:
+            numbers.append(np.full(len(example["input_ids"]), first, dtype=np.int64))
+            first += 1
+    return np.concatenate(numbers)
+
+
+def _segment_means(position_ce: np.ndarray, segment_ids: np.ndarray, segments: int) -> np.ndarray:
+    """``float32 [N, segments]``: the mean of ``position_ce [N, n]`` over each segment's positions."""
+    counts = np.bincount(segment_ids, minlength=segments)
+    sums = np.stack([np.bincount(segment_ids, weights=row, minlength=segments) for row in position_ce])
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 def as_examples(name: str, features: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
     """Checked fusion examples as numpy arrays; they agree on the number of models and the CE level."""
     examples = [_as_example(f"{name}[{i}]", feature) for i, feature in enumerate(features)]
-    layouts = {(example["teacher_ce"].shape[0], example["teacher_ce"].ndim) for example in examples}
+    layouts = {(example["teacher_ce"].shape[0], ce_layout(example)) for example in examples}
     if len({models for models, _ in layouts}) > 1:
         raise InvalidInputError(f"{name}: disagree on the number of models: {sorted({m for m, _ in layouts})}")
     if len(layouts) > 1:
-        raise InvalidInputError(f"{name}: mix sequence-level teacher_ce [N] and token-level [N, L]")
+        raise InvalidInputError(
+            f"{name}: mix CE layouts {sorted(layout for _, layout in layouts)}: teacher_ce [N] per text, "
+            f"[N, L] per position, [N, S] per segment with {SEGMENT_KEY}"
+        )
     return examples
 
 
@@ -279,13 +328,41 @@ def _as_example(name: str, feature: Mapping[str, Any]) -> dict[str, np.ndarray]:
             f"got {list(example['teacher_logits'].shape)}"
         )
     models = teacher_ids.shape[0]
-    if teacher_ce.shape not in ((models,), (models, length)):
+    if SEGMENT_KEY in feature:
+        example[SEGMENT_KEY] = _checked_segments(name, _as_array(name, SEGMENT_KEY, feature[SEGMENT_KEY]), example)
+    elif teacher_ce.shape not in ((models,), (models, length)):
         raise InvalidInputError(
             f"{name}: teacher_ce must have shape [{models}] or [{models}, {length}], got {list(teacher_ce.shape)}"
         )
     if not np.isfinite(teacher_ce).all():
         raise InvalidInputError(f"{name}: teacher_ce must be finite, found NaN or infinity")
     return example
+
+
+def _checked_segments(name: str, segment_ids: np.ndarray, example: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The ``segment_ids`` of a text-level block: ``[L]`` integers indexing its ``teacher_ce [N, S]``."""
+    length, models = len(example["input_ids"]), example["teacher_ids"].shape[0]
+    if not np.issubdtype(segment_ids.dtype, np.integer) or segment_ids.shape != (length,):
+        raise InvalidInputError(
+            f"{name}: {SEGMENT_KEY} must be {length} integers, one per input id, got {segment_ids.dtype} "
+            f"{list(segment_ids.shape)}"
+        )
+    ce_shape = example["teacher_ce"].shape
+    if len(ce_shape) != 2 or ce_shape[0] != models or ce_shape[1] == 0:
+        raise InvalidInputError(
+            f"{name}: with {SEGMENT_KEY}, teacher_ce must have shape [{models}, S], one CE per segment, "
+            f"got {list(ce_shape)}"
+        )
+    if segment_ids.min() < 0 or segment_ids.max() >= ce_shape[1]:
+        raise InvalidInputError(f"{name}: {SEGMENT_KEY} must be segments in [0, {ce_shape[1]}) of teacher_ce")
+    return segment_ids
+
+
+def ce_layout(example: Mapping[str, Any]) -> FusionLevel:
+    """Where a checked example's ``teacher_ce`` ranks the models: per text, segment or position."""
+    if SEGMENT_KEY in example:
+        return "text"
+    return "token" if np.ndim(example["teacher_ce"]) == 2 else "sequence"
 
 
 def _as_array(name: str, key: str, value: Any) -> np.ndarray:
@@ -301,6 +378,8 @@ def _as_array(name: str, key: str, value: Any) -> np.ndarray:
 def _ce_per_position(example: Mapping[str, np.ndarray]) -> np.ndarray:
     """``[N, L]``: the example's CE at every position."""
     ce, length = example["teacher_ce"], len(example["input_ids"])
+    if SEGMENT_KEY in example:
+        return ce[:, example[SEGMENT_KEY]]
     return ce if ce.ndim == 2 else np.repeat(ce[:, None], length, axis=1)
 
 

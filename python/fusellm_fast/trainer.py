@@ -21,8 +21,17 @@ from transformers import Trainer, TrainingArguments
 from fusellm_fast._checks import checked_choice
 from fusellm_fast._choices import CeUnit
 from fusellm_fast.errors import InputTypeError, InvalidInputError
-from fusellm_fast.fusion import CeLevel, FusionMethod, LossKind, fuse, fusion_loss
-from fusellm_fast.fusion_examples import EXAMPLE_KEYS, AlignedLists, as_examples, build_fusion_examples, pack_examples
+from fusellm_fast.fusion import FusionLevel, FusionMethod, LossKind, Tail, ValuesAre, fuse, fusion_loss
+from fusellm_fast.fusion._fuse import check_tail_options
+from fusellm_fast.fusion_examples import (
+    EXAMPLE_KEYS,
+    SEGMENT_KEY,
+    AlignedLists,
+    as_examples,
+    build_fusion_examples,
+    ce_layout,
+    pack_examples,
+)
 
 __all__ = [
     "AlignedLists",
@@ -41,8 +50,10 @@ class FusionCollator:
 
     The batch holds ``input_ids``, ``attention_mask`` and ``labels`` (``-100`` on padding)
     ``[B, L]``, ``teacher_ids`` (int32, ``-1`` on padding) and ``teacher_logits`` ``[B, N, L, K]``, and
-    ``teacher_ce`` ``[B, N]`` or, for token-level examples, ``[B, N, L]`` (``0.0`` on padding).
-    Padding is on the right.
+    ``teacher_ce`` ``[B, N]``, or for token-level examples ``[B, N, L]`` (``0.0`` on padding). Blocks
+    packed with ``level="text"`` give ``teacher_ce [B, N, S]`` (``S`` the most segments of a block,
+    ``0.0`` on padding) and ``segment_ids`` int64 ``[B, L]`` (``-1`` on padding). Padding is on the
+    right.
 
     Attributes:
         pad_token_id: the id written into padded ``input_ids``.
@@ -86,25 +97,33 @@ class FusionCollator:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
         slots = max(example["teacher_ids"].shape[-1] for example in examples)
         batch, models = len(examples), examples[0]["teacher_ce"].shape[0]
-        token_level = examples[0]["teacher_ce"].ndim == 2
+        layout = ce_layout(examples[0])
+        if layout == "sequence":
+            ce_width: tuple[int, ...] = ()
+        else:
+            ce_width = (length if layout == "token" else max(example["teacher_ce"].shape[1] for example in examples),)
 
         input_ids = np.full((batch, length), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((batch, length), dtype=np.int64)
         teacher_ids = np.full((batch, models, length, slots), -1, dtype=np.int32)
         teacher_logits = np.zeros((batch, models, length, slots), dtype=np.float32)
-        teacher_ce = np.zeros((batch, models, length) if token_level else (batch, models), dtype=np.float32)
+        teacher_ce = np.zeros((batch, models, *ce_width), dtype=np.float32)
+        segment_ids = np.full((batch, length), -1, dtype=np.int64)
         for row, example in enumerate(examples):
             n, k = len(example["input_ids"]), example["teacher_ids"].shape[-1]
             input_ids[row, :n] = example["input_ids"]
             attention_mask[row, :n] = 1
             teacher_ids[row, :, :n, :k] = example["teacher_ids"]
             teacher_logits[row, :, :n, :k] = example["teacher_logits"]
-            if token_level:
-                teacher_ce[row, :, :n] = example["teacher_ce"]
+            ce = example["teacher_ce"]
+            if ce.ndim == 2:
+                teacher_ce[row, :, :ce.shape[1]] = ce
             else:
-                teacher_ce[row] = example["teacher_ce"]
+                teacher_ce[row] = ce
+            if layout == "text":
+                segment_ids[row, :n] = example[SEGMENT_KEY]
         labels = np.where(attention_mask == 1, input_ids, -100)
-        return {
+        collated = {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention_mask),
             "labels": torch.from_numpy(labels),
@@ -112,6 +131,7 @@ class FusionCollator:
             "teacher_logits": torch.from_numpy(teacher_logits),
             "teacher_ce": torch.from_numpy(teacher_ce),
         }
+        return collated | ({SEGMENT_KEY: torch.from_numpy(segment_ids)} if layout == "text" else {})
 
 
 @dataclass
@@ -139,21 +159,32 @@ class FusionTrainingArguments(TrainingArguments):
     kind: LossKind = field(
         default="ce", metadata={"help": "Fusion loss: cross-entropy 'ce' (paper) or KL divergence 'kl'."}
     )
-    level: CeLevel = field(
+    level: FusionLevel = field(
         default="sequence",
-        metadata={"help": "'sequence': teacher_ce [N] per example (paper); 'token': [N, L], one per position."},
+        metadata={"help": "'sequence': teacher_ce [N] per example (paper); 'token': [N, L], one per position; "
+                          "'text': [N, S], one per text segment of a block packed with level='text'."},
     )
     ce_temperature: float | None = field(
         default=None,
         metadata={"help": "AvgCE weights softmax(-ce / tau) with this tau; unset: softmax(exp(-ce)) (paper)."},
+    )
+    tail: Tail = field(
+        default="renormalize",
+        metadata={"help": "'renormalize': softmax over each top-k list (paper); 'bucket': the listed probabilities "
+                          "and one rest class for the tail (needs values_are='log_probs')."},
+    )
+    values_are: ValuesAre = field(
+        default="logits",
+        metadata={"help": "What the teacher lists hold: 'logits', or 'log_probs' under each model's full softmax."},
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the teacher columns are not model arguments."}
     )
 
     def __post_init__(self) -> None:
-        for name, choices in (("method", FusionMethod), ("kind", LossKind), ("level", CeLevel)):
+        for name, choices in (("method", FusionMethod), ("kind", LossKind), ("level", FusionLevel)):
             checked_choice(getattr(self, name), name, get_args(choices))
+        check_tail_options(self.tail, self.values_are, self.temperature)
         if not 0.0 <= self.lm_weight <= 1.0:
             raise InvalidInputError(f"lm_weight: must be in [0, 1], got {self.lm_weight!r}")
         if not 0.0 < self.temperature < float("inf"):
@@ -174,7 +205,7 @@ class FusionTrainer(Trainer):
     with :func:`~fusellm_fast.fusion.fuse` on the model's device and returns
     :func:`~fusellm_fast.fusion.fusion_loss`'s total. Training logs also carry ``loss_clm``,
     ``loss_fusion`` and ``teacher_weight_<n>``, each model's mean fusion weight (for MinCE, the
-    share of blocks or positions that chose it), averaged over the steps since the last log and
+    share of blocks, positions or texts that chose it), averaged over the steps since the last log and
     over the processes. Works under ``torchrun`` / ``accelerate`` data parallelism like any Trainer.
 
     Raises:
@@ -214,12 +245,15 @@ class FusionTrainer(Trainer):
             InvalidInputError: the batch lacks a column of :class:`FusionCollator`, or its
                 ``teacher_ce`` does not fit the ``level`` of the arguments.
         """
-        missing = [key for key in ("attention_mask", "labels", *EXAMPLE_KEYS) if key not in inputs]
-        if missing:
-            raise InvalidInputError(f"inputs: lack {missing}; batch them with FusionCollator")
         args: FusionTrainingArguments = self.args
+        needed = ("attention_mask", "labels", *EXAMPLE_KEYS, *((SEGMENT_KEY,) if args.level == "text" else ()))
+        missing = [key for key in needed if key not in inputs]
+        if missing:
+            raise InvalidInputError(f"inputs: lack {missing}; batch them with FusionCollator"
+                                    + (", from blocks packed with level='text'" if SEGMENT_KEY in missing else ""))
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         teacher_ids, teacher_logits = inputs["teacher_ids"], inputs["teacher_logits"]
+        segment_ids = inputs[SEGMENT_KEY] if args.level == "text" else None
         fused = fuse(
             [(teacher_ids[:, n], teacher_logits[:, n]) for n in range(teacher_ids.shape[1])],
             inputs["teacher_ce"].movedim(1, 0),
@@ -227,15 +261,14 @@ class FusionTrainer(Trainer):
             temperature=args.temperature,
             level=args.level,
             ce_temperature=args.ce_temperature,
+            segment_ids=segment_ids,
+            tail=args.tail,
+            values_are=args.values_are,
         )
         mask = inputs["attention_mask"].bool()
         loss = fusion_loss(outputs.logits, inputs["labels"], fused, lm_weight=args.lm_weight, kind=args.kind, mask=mask)
         if model.training:
-            if args.level == "token":
-                weights = (fused.weights * mask).sum((1, 2)) / mask.sum().clamp(min=1)
-            else:
-                weights = fused.weights.mean(1)
-            self._accumulate_log_terms(loss.clm, loss.fusion, weights)
+            self._accumulate_log_terms(loss.clm, loss.fusion, _mean_weights(fused.weights, mask, segment_ids))
         return (loss.total, outputs) if return_outputs else loss.total
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
@@ -251,3 +284,18 @@ class FusionTrainer(Trainer):
         terms = torch.cat([clm.reshape(1), fusion.reshape(1), weights]).detach().float()
         self._logged_sums = terms if self._logged_sums is None else self._logged_sums + terms
         self._logged_steps += 1
+
+
+def _mean_weights(weights: torch.Tensor, mask: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
+    """``[N]``: each model's fusion weight averaged over the blocks (``weights [N, B]``), the
+    positions in ``mask`` (``[N, B, L]``) or the segments that have a position in ``mask``
+    (``[N, B, S]``, with ``segment_ids``)."""
+    if weights.dim() == 2:
+        return weights.mean(1)
+    if segment_ids is None:
+        return (weights * mask).sum((1, 2)) / mask.sum().clamp(min=1)
+    segments = weights.shape[2]
+    counted = torch.where(mask & (segment_ids >= 0), segment_ids, segments)
+    present = torch.zeros(mask.shape[0], segments + 1, dtype=torch.bool, device=mask.device)
+    present = present.scatter(1, counted, True)[:, :segments]
+    return (weights * present).sum((1, 2)) / present.sum().clamp(min=1)

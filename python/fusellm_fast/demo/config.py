@@ -65,10 +65,9 @@ class DemoConfig:
     lm_weight: float = 0.5
     """Teacher list length and lambda of the fusion runs (paper: 10 and 0.9; a longer list
     and a larger fusion weight gain more here)."""
-    level: Literal["sequence", "token"] = "token"
+    level: Literal["sequence", "text"] = "text"
     """Where MinCE/AvgCE choose the teacher: per packed block (``"sequence"``, the paper) or per
-    position, each position carrying its own text's CE (``"token"`` on per-text CE), so that each
-    text of a block gets its own teacher."""
+    text within a block, by each text's own CE (``"text"``)."""
     ce_temperature: float | None = 1.0
     """AvgCE weights ``softmax(-ce / ce_temperature)``; ``None``: the paper's ``softmax(exp(-ce))``."""
     alignments: Literal["chosen", "all"] = "chosen"

@@ -47,7 +47,7 @@ class TargetRun:
     aligned: str
     method: Literal["min_ce", "avg_ce"]
     lm_weight: float
-    level: Literal["sequence", "token"]
+    level: Literal["sequence", "text"]
 
 
 def run_demo(

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._choices import CeLevel
+from .._choices import FusionLevel
 from ..fusion_examples import pack_examples
 from .errors import PipelineError
 from .storage import rectangular_array
@@ -26,7 +26,7 @@ class PackedBlocks:
     (2048,)
     """
 
-    def __init__(self, rows: Any, *, block_size: int, level: CeLevel = "sequence") -> None:
+    def __init__(self, rows: Any, *, block_size: int, level: FusionLevel = "sequence") -> None:
         if not (isinstance(block_size, int) and block_size >= 1):
             raise PipelineError(f"--block-size: must be a positive int, got {block_size!r}")
         self._level = level

@@ -9,7 +9,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .._choices import CeLevel, FusionMethod
+from .._choices import FusionLevel, FusionMethod, Tail
 
 __all__ = ["TrainConfig"]
 
@@ -42,8 +42,11 @@ class TrainConfig:
         temperature: teacher temperature.
         ce_temperature: AvgCE only: weights ``softmax(-ce / ce_temperature)``; ``None`` keeps the
             paper's ``softmax(exp(-ce))``.
-        level: where MinCE/AvgCE choose: per block (``"sequence"``, the paper) or per position
-            (``"token"``); ``None`` follows the aligned data's ``ce_level``.
+        level: where MinCE/AvgCE choose: per block (``"sequence"``, the paper), per position
+            (``"token"``) or per text within a block (``"text"``); ``None`` follows the aligned
+            data's ``ce_level``.
+        tail: ``"renormalize"`` (softmax over each top-k list, the paper) or ``"bucket"`` (the
+            listed probabilities plus one rest class; needs aligned data of calibrated teachers).
         block_size: tokens per training block.
         batch_size: blocks per device and step.
         gradient_accumulation_steps: steps per optimizer update.
@@ -64,8 +67,9 @@ class TrainConfig:
     ce_temperature: float | None = _option(
         None, help="AvgCE weights softmax(-ce / tau) with this tau (default: the paper's softmax(exp(-ce)))",
         when_set=True)
-    level: CeLevel | None = _option(
-        None, help="choose teachers per block or per position (default: the aligned data's --ce-level)")
+    level: FusionLevel | None = _option(
+        None, help="choose teachers per block, position or text (default: the aligned data's --ce-level)")
+    tail: Tail = _option("renormalize", help="softmax over each top-k list, or keep the tail as one rest class")
     block_size: int = _option(2048, stage_only=True)
     batch_size: int = _option(1, help="blocks per device and step", argument="per_device_train_batch_size")
     gradient_accumulation_steps: int = 1

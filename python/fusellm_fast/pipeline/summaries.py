@@ -93,7 +93,10 @@ class TrainSummary:
     method: str
     lm_weight: float
     level: str
-    """Where the teachers were chosen: per block (``"sequence"``) or per position (``"token"``)."""
+    """Where the teachers were chosen: per block (``"sequence"``), per position (``"token"``) or per
+    text (``"text"``)."""
+    tail: str
+    """What became of the probability outside the top-k lists: ``"renormalize"`` or ``"bucket"``."""
     ce_unit: str
     """The unit of the CE that ranked the teachers, chosen at the align stage."""
     final_loss: float

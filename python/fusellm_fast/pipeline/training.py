@@ -35,8 +35,9 @@ def train(
 ) -> TrainSummary:
     """Continual training of the target on aligned fusion examples with ``FusionTrainer``.
 
-    The aligned rows are packed into ``block_size``-token blocks (each block's CE is the
-    token-weighted mean of its texts', so MinCE picks one teacher per block) and trained with
+    The aligned rows are packed into ``block_size``-token blocks (by default each block's CE is
+    the token-weighted mean of its texts', so MinCE picks one teacher per block; ``level="text"``
+    keeps one CE per text in the block and picks per text) and trained with
     ``lm_weight * L_clm + (1 - lm_weight) * L_fusion``; ``lm_weight=1.0`` is plain continual
     training (the paper's "CLM" baseline). Under ``torchrun`` or ``accelerate launch`` each process
     trains on its share of the blocks; ``deepspeed``/``fsdp`` are passed to ``TrainingArguments``.
@@ -59,7 +60,8 @@ def train(
 
     Raises:
         PipelineError: a path is missing, the aligned data belong to another tokenizer, the
-            vocabulary exceeds the model, or no full block can be packed.
+            vocabulary exceeds the model, no full block can be packed, or ``tail="bucket"`` is
+            asked of aligned data that hold raw logits.
         TypeError: an option is not a field of :class:`TrainConfig`.
 
     >>> train("target_model", "aligned", "fused", max_steps=100)  # doctest: +SKIP
@@ -74,23 +76,20 @@ def train(
     started = time.perf_counter()
     tokenizer = load_tokenizer(target_model, arg="TARGET_MODEL")
     examples, summary = load_aligned(aligned, arg="ALIGNED_DIR")
-    if strings_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL")) != summary["target_tokenizer_fingerprint"]:
-        raise PipelineError(
-            f"ALIGNED_DIR: {str(aligned)!r} was aligned to another tokenizer than {str(target_model)!r}'s; "
-            "extract and align with this target model"
-        )
-    # Full-precision weights: with --bf16 the trainer runs mixed precision on top of them.
-    model = load_model(target_model, arg="TARGET_MODEL", tokenizer=tokenizer, dtype=torch.float32)
+    values_are = _checked_aligned_data(summary, tokenizer, config, target_model, aligned)
     config = replace(config, level=config.level or summary.get("ce_level", "sequence"))
     blocks = PackedBlocks(examples, block_size=config.block_size, level=config.level)
     if not len(blocks):
         raise PipelineError(f"--block-size: the aligned data hold fewer than {config.block_size} tokens; "
                             "lower --block-size or add data")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # The trainer's own bar and printer write every log entry as a line; one bar with the loss instead.
+    # Before the model is loaded, so that options that do not fit stop the run at once. The trainer's
+    # own bar and printer write every log entry as a line; one bar with the loss instead.
     args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=True,
                                    dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
-                                   **config.training_arguments())
+                                   values_are=values_are, **config.training_arguments())
+    # Full-precision weights: with --bf16 the trainer runs mixed precision on top of them.
+    model = load_model(target_model, arg="TARGET_MODEL", tokenizer=tokenizer, dtype=torch.float32)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     callbacks = [_log_forwarder(on_log)] + ([trainer_progress(f"train {Path(output).name}")] if show_progress else [])
     trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
                             data_collator=FusionCollator(pad_token_id=pad_id), callbacks=callbacks)
@@ -104,6 +103,24 @@ def train(
     if trainer.is_world_process_zero():
         write_summary(output, run)
     return run
+
+
+def _checked_aligned_data(summary: dict[str, Any], tokenizer: Any, config: TrainConfig, target_model: PathLike,
+                          aligned: PathLike) -> str:
+    """Checks that the aligned data fit the target and the options; what their top-k values are."""
+    if strings_fingerprint(tokenizer_vocabulary(tokenizer, "TARGET_MODEL")) != summary["target_tokenizer_fingerprint"]:
+        raise PipelineError(
+            f"ALIGNED_DIR: {str(aligned)!r} was aligned to another tokenizer than {str(target_model)!r}'s; "
+            "extract and align with this target model"
+        )
+    # Written by the align stage of calibrated teacher passes; older aligned data hold raw logits.
+    values_are = summary.get("values_are", "logits")
+    if config.tail == "bucket" and values_are != "log_probs":
+        raise PipelineError(
+            f"--tail bucket: {str(aligned)!r} holds raw top-k logits, not log-probabilities under each model's "
+            "full softmax; align calibrated teacher passes, or use --tail renormalize"
+        )
+    return values_are
 
 
 def _with_options(config: TrainConfig, options: dict[str, Any]) -> TrainConfig:
@@ -141,6 +158,7 @@ def _run_summary(trainer: Any, result: Any, config: TrainConfig, *, blocks: int,
         method=config.method,
         lm_weight=config.lm_weight,
         level=config.level,
+        tail=config.tail,
         ce_unit=ce_unit,
         final_loss=float(history[-1]["loss"]) if history else float(result.training_loss),
         seconds=seconds,
