@@ -71,6 +71,9 @@ def test_training_arguments_are_accepted_by_fusion_training_arguments(tmp_path):
     options = TrainConfig(level="token", max_steps=3).training_arguments()
     args = FusionTrainingArguments(output_dir=str(tmp_path), report_to="none", **options)
     assert (args.level, args.max_steps, args.per_device_train_batch_size) == ("token", 3, 1)
+    options = TrainConfig(method="avg_ce", ce_temperature=2.0).training_arguments()
+    args = FusionTrainingArguments(output_dir=str(tmp_path), report_to="none", **options)
+    assert (args.method, args.ce_temperature) == ("avg_ce", 2.0)
 
 
 def test_train_rejects_an_option_that_is_no_field_before_reading_anything(tmp_path):

@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        # Before the heavy imports below, so that the first line comes at once.
+        _announce_demo(args)
     try:
         _quiet_libraries()
         summary = args.run(args)
@@ -110,13 +113,16 @@ def _add_demo(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the built-in CPU miniature of the paper's experiment")
     demo.add_argument("-o", "--output", default="fusellm-demo", help="working directory (default: %(default)s)")
     demo.add_argument("--quick", action="store_true", help="a tiny setting that only checks the plumbing")
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads per seed (default: 1)")
     demo.add_argument("--seed", type=int, default=0, help="first seed (default: %(default)s)")
     demo.add_argument("--seeds", type=int, default=1, help="repeat the run with this many seeds (default: %(default)s)")
     demo.add_argument("--jobs", type=int, default=1,
                       help="seeds run at the same time, one process each (default: %(default)s)")
-    demo.add_argument("--lm-weight", type=float, default=None, help="lambda of the fusion runs (default: 0.9)")
-    demo.add_argument("--top-k", type=int, default=None, help="teacher list length (default: 10)")
+    demo.add_argument("--lm-weight", type=float, default=None, help="lambda of the fusion runs (default: 0.5)")
+    demo.add_argument("--top-k", type=int, default=None, help="teacher list length (default: 128)")
+    demo.add_argument("--alignments", choices=("chosen", "all"), default="chosen",
+                      help="align the other-family sources in the demo's chosen setting only, or in every "
+                           "setting of the price-of-alignment table (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_run_demo)
 
@@ -226,19 +232,36 @@ def _add_eval(commands: Any) -> None:
     evaluate.set_defaults(run=_run_eval)
 
 
-def _run_demo(args: argparse.Namespace) -> None:
-    from .demo import DemoConfig, run_demo
+def _demo_config(args: argparse.Namespace) -> Any:
+    from .demo import DemoConfig
 
-    overrides: dict[str, Any] = {"seed": args.seed, "threads": args.threads}
-    for name in ("lm_weight", "top_k"):
+    overrides: dict[str, Any] = {"seed": args.seed, "alignments": args.alignments}
+    for name in ("threads", "lm_weight", "top_k"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
-    result = run_demo(args.output, config, seeds=args.seeds, jobs=args.jobs, show_progress=not args.no_progress,
-                      log=lambda line: print(line, file=sys.stderr))
+    return DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+
+
+def _announce_demo(args: argparse.Namespace) -> None:
+    import os
+
+    from .demo import describe
+
+    print(describe(_demo_config(args), seeds=args.seeds, jobs=args.jobs, cores=os.cpu_count() or 1), flush=True)
+    print(f"results go to {args.output}/ (demo_table.md, demo_results.json, demo_curves.png)", flush=True)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    result = run_demo(args.output, _demo_config(args), seeds=args.seeds, jobs=args.jobs,
+                      show_progress=not args.no_progress, log=lambda line: print(line, file=sys.stderr))
+    print()
     print(result.table())
     print()
     print(result.settings_table())
+    print()
+    print(result.headline())
     print(f"figures: {args.output}/demo_results.json, plot: {args.output}/demo_curves.png")
 
 

@@ -13,8 +13,9 @@ only what a Python installation ships:
   vocabulary, briefly trained on the mix;
 - the pipeline's stages (teacher pass, alignment, training) on new mixed text, training the
   target several ways with the same blocks and steps: plain causal LM (the paper's "CLM"
-  baseline), FuseLLM MinCE and FuseLLM AvgCE as in the paper, and MinCE with the teachers
-  ranked by CE per byte instead of per token.
+  baseline), FuseLLM MinCE with sources on the target's own tokenizer (the control, no
+  alignment) and with the other-family sources in several alignment settings, AvgCE, and MinCE
+  in the paper's own setting (top-10 lists, lambda 0.9, one teacher per packed block).
 
 Held-out perplexities are reported per target token: every model's summed NLL over a held-out
 text (its own tokenization, EOS included) divided by the target's token count of the same
@@ -25,15 +26,19 @@ from __future__ import annotations
 
 from .config import (
     ALIGNMENT_SETTINGS,
+    AVG_CE_RUN,
     CLM_RUN,
     CONTROL_RUN,
     CONTROL_SOURCES,
+    CROSS_FAMILY_SETTING,
     DOMAINS,
+    PAPER_RUN,
     SETTING_PREFIX,
     SOURCES,
     AlignmentSetting,
     DemoConfig,
-    default_setting,
+    alignment_settings,
+    describe,
 )
 from .corpora import DemoCorpora, domain_texts, mixture, split_corpora
 from .models import TokenizerKind, max_tokens, new_model, packed_blocks, pretrain, train_tokenizer

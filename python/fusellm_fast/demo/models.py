@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..evaluation import held_out_score, predicted_tokens, text_nll
+from ..pipeline.progress import progress_bar
 from .config import DemoConfig
 
 __all__ = ["HeldOutScores", "TokenizerKind", "max_tokens", "new_model", "packed_blocks", "pretrain", "train_tokenizer"]
@@ -83,8 +84,10 @@ def packed_blocks(tokenizer: Any, texts: Sequence[str], block_size: int) -> np.n
 
 
 def pretrain(model: Any, blocks: np.ndarray, *, steps: int, batch_size: int, learning_rate: float,
-             seed: int) -> list[float]:
-    """Plain causal-LM training from scratch (AdamW, warm-up then cosine decay); the step losses."""
+             seed: int, description: str = "pretrain", show_progress: bool = False) -> list[float]:
+    """Plain causal-LM training from scratch (AdamW, warm-up then cosine decay); the step losses.
+
+    With ``show_progress`` a bar named ``description`` counts the steps, the loss beside it."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -100,6 +103,7 @@ def pretrain(model: Any, blocks: np.ndarray, *, steps: int, batch_size: int, lea
     data = torch.from_numpy(blocks)
     losses = []
     model.train()
+    bar = progress_bar(steps, description, "step", show=show_progress)
     for _ in range(steps):
         batch = data[torch.randint(len(data), (batch_size,), generator=generator)]
         loss = model(input_ids=batch, labels=batch).loss
@@ -109,6 +113,9 @@ def pretrain(model: Any, blocks: np.ndarray, *, steps: int, batch_size: int, lea
         scheduler.step()
         optimizer.zero_grad()
         losses.append(loss.item())
+        bar.set_postfix_str(f"loss {losses[-1]:.3f}", refresh=False)
+        bar.update()
+    bar.close()
     return losses
 
 

@@ -9,7 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from .config import ALIGNMENT_SETTINGS, CLM_RUN, CONTROL_RUN, DOMAINS, SETTING_PREFIX, SOURCES, DemoConfig, ranking
+from .config import (
+    CLM_RUN,
+    CONTROL_RUN,
+    CROSS_FAMILY_SETTING,
+    DOMAINS,
+    SETTING_PREFIX,
+    SOURCES,
+    DemoConfig,
+    alignment_settings,
+    ranking,
+)
 
 __all__ = ["DemoResult", "kept_gain", "plot_curves", "summarize"]
 
@@ -21,7 +31,7 @@ class DemoResult:
     Attributes:
         perplexity: per model, per domain, held-out perplexity per target token, mean over seeds.
         perplexity_spread: the same, sample standard deviation over seeds (0 for one seed).
-        settings: per alignment setting (one row of :data:`ALIGNMENT_SETTINGS`): its options,
+        settings: per alignment setting (one of :func:`~fusellm_fast.demo.config.alignment_settings`): its options,
             ``matched`` (per source, the mean share of target positions that received the source's
             distribution), ``kept_mass`` (per source, the mean share of top-k probability that
             survived the candidate mapping), ``kept_gain`` and ``kept_gain_spread`` (per domain,
@@ -60,14 +70,29 @@ class DemoResult:
                  + " | " + " | ".join(f"kept, {d}" for d in DOMAINS) + " |",
                  "|---|---|---:|" + "---:|" * (2 * len(DOMAINS))]
         for row in self.settings:
-            level = row.get("ce_level", "sequence")
-            run = SETTING_PREFIX + row["name"] + ", " + ranking(row["ce_unit"], level)
+            run = SETTING_PREFIX + row["name"] + ", " + ranking(row["ce_unit"])
             matched = " / ".join(f"{row['matched'][s]:.1%}" for s in sources)
             kept = [self._with_spread(row["kept_gain"][d], row["kept_gain_spread"][d], ".0%") for d in DOMAINS]
-            unit = row["ce_unit"] + (", per position" if level == "token" else "")
-            lines.append(f"| {row['name']} | {unit} | {matched} | "
+            lines.append(f"| {row['name']} | {row['ce_unit']} | {matched} | "
                          + " | ".join(self._cell(run, d) for d in DOMAINS) + " | " + " | ".join(kept) + " |")
         return "\n".join(lines)
+
+    def headline(self) -> str:
+        """The gain of fusion over CLM with the control sources and the share of it that the
+        cross-family setting keeps, per domain, in words (mean over seeds).
+
+        >>> ppl = {CLM_RUN: {"code": 10.0, "prose": 20.0}, CONTROL_RUN: {"code": 9.0, "prose": 18.0},
+        ...        CROSS_FAMILY_SETTING.run_name: {"code": 9.2, "prose": 18.5}}
+        >>> print(DemoResult(ppl, ppl, [], [{"perplexity": ppl}]).headline())
+        MinCE with the control sources beats CLM by 10.0% on code, 10.0% on prose (perplexity); the cross-family setting keeps 80% / 75% of that gain.
+        """
+        gains = ", ".join(f"{1 - self.perplexity[CONTROL_RUN][d] / self.perplexity[CLM_RUN][d]:.1%} on {d}"
+                          for d in DOMAINS)
+        run = CROSS_FAMILY_SETTING.run_name
+        kept = " / ".join(f"{np.mean([kept_gain(seed['perplexity'], run, d) for seed in self.seeds]):.0%}"
+                          for d in DOMAINS)
+        return (f"MinCE with the control sources beats CLM by {gains} (perplexity); "
+                f"the cross-family setting keeps {kept} of that gain.")
 
     def _cell(self, model: str, domain: str) -> str:
         return self._with_spread(self.perplexity[model][domain], self.perplexity_spread[model][domain], ".2f")
@@ -97,7 +122,7 @@ def summarize(per_seed: list[dict[str, Any]], config: DemoConfig) -> DemoResult:
     models = list(per_seed[0]["perplexity"])
     values = {m: {d: [seed["perplexity"][m][d] for seed in per_seed] for d in DOMAINS} for m in models}
     rows = []
-    for setting in ALIGNMENT_SETTINGS:
+    for setting in alignment_settings(config):
         run = setting.run_name
         kept = {d: [kept_gain(seed["perplexity"], run, d) for seed in per_seed] for d in DOMAINS}
         rows.append({

@@ -40,6 +40,8 @@ class TrainConfig:
         method: ``"min_ce"`` or ``"avg_ce"``.
         lm_weight: lambda, the weight of the causal LM loss.
         temperature: teacher temperature.
+        ce_temperature: AvgCE only: weights ``softmax(-ce / ce_temperature)``; ``None`` keeps the
+            paper's ``softmax(exp(-ce))``.
         level: where MinCE/AvgCE choose: per block (``"sequence"``, the paper), per position
             (``"token"``) or per text within a block (``"text"``); ``None`` follows the aligned
             data's ``ce_level``.
@@ -64,6 +66,9 @@ class TrainConfig:
     method: FusionMethod = "min_ce"
     lm_weight: float = _option(0.9, help="lambda; 1.0 is plain continual training")
     temperature: float = 1.0
+    ce_temperature: float | None = _option(
+        None, help="AvgCE weights softmax(-ce / tau) with this tau (default: the paper's softmax(exp(-ce)))",
+        when_set=True)
     level: FusionLevel | None = _option(
         None, help="choose teachers per block, position or text (default: the aligned data's --ce-level)")
     tail: Tail = _option("renormalize", help="softmax over each top-k list, or keep the tail as one rest class")

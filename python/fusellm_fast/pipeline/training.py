@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .._fingerprint import strings_fingerprint
@@ -15,6 +16,7 @@ from .alignment import load_aligned
 from .blocks import PackedBlocks
 from .config import TrainConfig
 from .errors import PipelineError
+from .progress import trainer_progress
 from .storage import PathLike
 from .summaries import TrainSummary, write_summary
 from .teacher_passes import AlignmentOptions, open_teacher_passes
@@ -112,20 +114,21 @@ def train(
 
 def _trainer(model: Any, tokenizer: Any, blocks: PackedBlocks, output: PathLike, config: TrainConfig, *,
              values_are: str, show_progress: bool, on_log: Callable[[dict[str, float]], None] | None) -> Any:
-    """The ``FusionTrainer`` of a run."""
+    """The ``FusionTrainer`` of a run. The trainer's own bar and printer write every log entry as a
+    line; one bar with the loss instead."""
     import torch
     from transformers import PrinterCallback
 
     from ..trainer import FusionCollator, FusionTrainer, FusionTrainingArguments
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=not show_progress,
+    args = FusionTrainingArguments(output_dir=str(output), report_to="none", disable_tqdm=True,
                                    dataloader_pin_memory=torch.cuda.is_available(), values_are=values_are,
                                    **config.training_arguments())
+    callbacks = [_log_forwarder(on_log)] + ([trainer_progress(f"train {Path(output).name}")] if show_progress else [])
     trainer = FusionTrainer(model=model, args=args, train_dataset=blocks,
-                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=[_log_forwarder(on_log)])
-    if not show_progress:
-        trainer.remove_callback(PrinterCallback)
+                            data_collator=FusionCollator(pad_token_id=pad_id), callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)
     return trainer
 
 
