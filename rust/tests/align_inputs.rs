@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fusellm_fast::aligner::batch::{status, AlignedOutput, BatchInput, TokenId};
-use fusellm_fast::aligner::options::{AlignOptions, Candidates, Method, Normalize, OneHot, VocabAlign, VocabularyOptions};
+use fusellm_fast::aligner::options::{
+    AlignOptions, Candidates, Method, Normalize, OneHot, Values, VocabAlign, VocabularyOptions,
+};
 use fusellm_fast::aligner::Aligner;
 use fusellm_fast::error::Error;
 use fusellm_fast::parallel::Workers;
@@ -136,8 +138,15 @@ fn options() -> impl Strategy<Value = AlignOptions> {
         prop_oneof![Just(OneHot::Next), Just(OneHot::Current)],
         prop_oneof![Just(Method::Dtw), Just(Method::Offsets), Just(Method::Boundary)],
         prop_oneof![Just(Candidates::Mined), Just(Candidates::Prefix)],
+        prop_oneof![Just(Values::Logits), Just(Values::LogProbs)],
     )
-        .prop_map(|(vocab_align, onehot, method, candidates)| AlignOptions { vocab_align, onehot, method, candidates })
+        .prop_map(|(vocab_align, onehot, method, candidates, values)| AlignOptions {
+            vocab_align,
+            onehot,
+            method,
+            candidates,
+            values,
+        })
 }
 
 fn case() -> impl Strategy<Value = Case> {
