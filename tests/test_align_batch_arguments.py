@@ -226,7 +226,7 @@ def test_overflowing_offsets_and_lengths_are_errors():
         return ALIGNER._core.align(
             i64([0, 1]), i64(target_starts), i64([2]), i64([0, 0]), i64([0]), i64(source_lengths),
             [np.zeros((0, 1), np.int64)], [np.zeros((0, 1), np.float32)], k=k,
-            vocab_align="soft", onehot="next", workers=1, method="dtw", candidates="mined")
+            vocab_align="soft", onehot="next", workers=1, method="dtw", candidates="mined", values="logits")
 
     core_align([0], [0], 1)  # the valid call
     with pytest.raises(ff.InvalidInputError, match="target_ids: text 0 reaches past the end"):
