@@ -26,7 +26,8 @@ def test_demo_compares_every_alignment_setting_over_seeds(tmp_path: Path) -> Non
                            log=lines.append)
     assert [seed["seed"] for seed in result.seeds] == [0, 1]
     assert result.seeds[0]["perplexity"] != result.seeds[1]["perplexity"]
-    runs = {demo.CLM_RUN, demo.CONTROL_RUN, demo.AVG_CE_RUN, demo.PAPER_RUN} | {s.run_name for s in demo.ALIGNMENT_SETTINGS}
+    runs = ({demo.CLM_RUN, demo.CONTROL_RUN, demo.AVG_CE_RUN, demo.PAPER_RUN}
+            | {s.run_name for s in demo.ALIGNMENT_SETTINGS})
     assert runs <= set(result.perplexity)
     for model, values in result.perplexity.items():
         for domain in demo.DOMAINS:

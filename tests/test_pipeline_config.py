@@ -71,7 +71,7 @@ def test_training_arguments_are_accepted_by_fusion_training_arguments(tmp_path):
     options = TrainConfig(level="token", max_steps=3).training_arguments()
     args = FusionTrainingArguments(output_dir=str(tmp_path), report_to="none", **options)
     assert (args.level, args.max_steps, args.per_device_train_batch_size) == ("token", 3, 1)
-    options = TrainConfig(method="avg_ce", ce_temperature=2.0).training_arguments()
+    options = TrainConfig(method="avg_ce", ce_temperature=2.0, level="sequence").training_arguments()
     args = FusionTrainingArguments(output_dir=str(tmp_path), report_to="none", **options)
     assert (args.method, args.ce_temperature) == ("avg_ce", 2.0)
 

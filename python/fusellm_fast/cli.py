@@ -39,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        # Before the heavy imports below, so that the first line comes at once.
+    if args.command == "demo" and args.seeds >= 1 and args.jobs >= 1:
+        # Before the heavy imports below, so that the first line comes at once; bad counts are
+        # reported by the run itself.
         _announce_demo(args)
     try:
         _quiet_libraries()

@@ -83,8 +83,9 @@ class DemoResult:
 
         >>> ppl = {CLM_RUN: {"code": 10.0, "prose": 20.0}, CONTROL_RUN: {"code": 9.0, "prose": 18.0},
         ...        CROSS_FAMILY_SETTING.run_name: {"code": 9.2, "prose": 18.5}}
-        >>> print(DemoResult(ppl, ppl, [], [{"perplexity": ppl}]).headline())
-        MinCE with the control sources beats CLM by 10.0% on code, 10.0% on prose (perplexity); the cross-family setting keeps 80% / 75% of that gain.
+        >>> print(*DemoResult(ppl, ppl, [], [{"perplexity": ppl}]).headline().split("; "), sep=chr(10))
+        MinCE with the control sources beats CLM by 10.0% on code, 10.0% on prose (perplexity)
+        the cross-family setting keeps 80% / 75% of that gain.
         """
         gains = ", ".join(f"{1 - self.perplexity[CONTROL_RUN][d] / self.perplexity[CLM_RUN][d]:.1%} on {d}"
                           for d in DOMAINS)
